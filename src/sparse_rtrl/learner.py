@@ -1,0 +1,335 @@
+"""The online learner: a cell, a transport rule, and the online-learning contract of SPEC §2.3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cells import as_cell
+from .cells.base import AbstractCell, StepDerivatives
+from .errors import DivergenceError, InputError
+from .transport import AbstractTransport, TransportContext, load_state, make_transport, state_to_dict
+
+Tensor = torch.Tensor
+
+
+class OnlineLearner(nn.Module):
+    """Learns a recurrent cell online by forward gradient transport.
+
+    At each step: ``h = learner.step(x)`` advances the state s and the sensitivity
+    M = ∂s/∂θ by the transport rule; the user computes any loss L_t from h (readout and loss
+    are plain PyTorch); ``learner.backward(loss)`` adds (∂L_t/∂h_t)·M_t to the cell
+    parameters' ``.grad`` and the true gradient to everything downstream of h, exactly as
+    ``loss.backward()`` would; any ``torch.optim`` optimizer then steps.
+
+    Args:
+        cell: a ``sparse_rtrl.cells`` cell (solo or ``ensemble_size=E``), a
+            ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` (converted, parameters shared), or a
+            :class:`~sparse_rtrl.cells.FunctionalCell`.
+        transport: a rule name — "full", "sparse", "immediate", "trace", ... — or a rule
+            object; ``**options`` go to the named rule (e.g. ``k=4``, ``decay=0.9``).
+        check_finite: check inputs, state, J_t, Ī_t, losses and gradients for NaN/inf and
+            raise a clear error (cheap: M itself is never scanned; finite inputs to an
+            exact update can only give a non-finite M by overflow, which the gradient check
+            catches).
+
+    Shapes: a solo learner takes x ``(I,)`` or ``(B, I)`` (B independent streams sharing
+    the parameters; gradients summed over B) and returns h ``(n,)`` or ``(B, n)``. An
+    ensemble learner (cell with ``ensemble_size=E``) takes x ``(I,)`` or ``(B, I)`` (one
+    stream shared by every member) or ``(E, B, I)`` and returns h ``(E, n)`` or
+    ``(E, B, n)``.
+
+    Example::
+
+        >>> import torch
+        >>> from sparse_rtrl import OnlineLearner
+        >>> from sparse_rtrl.cells import VanillaRNN
+        >>> cell, readout = VanillaRNN(1, 16), torch.nn.Linear(16, 1)
+        >>> learner = OnlineLearner(cell, "sparse", k=4, seed=0)
+        >>> opt = torch.optim.Adam([*learner.parameters(), *readout.parameters()], lr=1e-2)
+        >>> x = torch.sin(torch.arange(101) * 0.3).unsqueeze(-1)
+        >>> for t in range(100):
+        ...     h = learner.step(x[t])
+        ...     loss = (readout(h) - x[t + 1]).pow(2).sum()
+        ...     learner.backward(loss)
+        ...     opt.step(); opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        cell: AbstractCell | nn.Module,
+        transport: str | AbstractTransport = "full",
+        *,
+        check_finite: bool = True,
+        **options: Any,
+    ):
+        super().__init__()
+        self.cell = as_cell(cell)
+        self.transport = make_transport(transport, **options)
+        self.check_finite = check_finite
+        self.steps = 0  # steps since the learner was created (the index of the next step)
+        self._state: Tensor | None = None  # (E, B, N)
+        self._rule_state: Any = None
+        self._pending_state: Tensor | None = None
+        self._batch_may_change = False
+        self._h: Tensor | None = None
+        self._h_prev: Tensor | None = None
+
+    # -- shapes ---------------------------------------------------------------------------
+    @property
+    def _param(self) -> Tensor:
+        return next(self.cell.parameters())
+
+    def _context(self, batch: int) -> TransportContext:
+        p = self._param
+        return TransportContext(
+            layout=self.cell.layout(),
+            members=self.cell.members,
+            batch=batch,
+            state_size=self.cell.state_size,
+            hidden_size=self.cell.hidden_size,
+            structure=self.cell.structure,
+            dtype=p.dtype,
+            device=p.device,
+        )
+
+    def _expected_shapes(self) -> str:
+        I = self.cell.input_size
+        if self.cell.ensemble_size is None:
+            return f"({I},) or (B, {I})"
+        return f"({I},), (B, {I}) shared by all members, or (E={self.cell.ensemble_size}, B, {I})"
+
+    def _internal_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """x as ``(E, B, I)`` and the shape h is returned in."""
+        if not isinstance(x, Tensor):
+            raise InputError(f"step() takes a torch.Tensor, got {type(x).__name__}")
+        p = self._param
+        if x.dtype != p.dtype:
+            raise InputError(
+                f"input dtype {x.dtype} does not match the cell's parameters ({p.dtype}): "
+                f"convert the input with x.to({p.dtype}) or the model with .to({x.dtype})"
+            )
+        if x.device != p.device:
+            raise InputError(
+                f"input is on {x.device} but the cell's parameters are on {p.device}: move the "
+                f"input with x.to('{p.device}')"
+            )
+        I, n, E = self.cell.input_size, self.cell.hidden_size, self.cell.members
+        ensemble = self.cell.ensemble_size is not None
+        ok_dims = (1, 2, 3) if ensemble else (1, 2)
+        if x.dim() not in ok_dims or x.shape[-1] != I or (x.dim() == 3 and x.shape[0] != E):
+            raise InputError(
+                f"input of shape {tuple(x.shape)} does not fit this learner: expected "
+                f"{self._expected_shapes()} (input_size={I})"
+            )
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            raise InputError(
+                f"the input at step {self.steps} contains NaN or inf: clean the stream (e.g. drop "
+                "or impute the sample, torch.nan_to_num) before step(); nothing was changed"
+            )
+        if x.dim() == 3:
+            return x, (E, x.shape[1], n)
+        batch = 1 if x.dim() == 1 else x.shape[0]
+        xi = x.reshape(1, batch, I).expand(E, batch, I)
+        if ensemble:
+            return xi, ((E, n) if x.dim() == 1 else (E, batch, n))
+        return xi, ((n,) if x.dim() == 1 else (batch, n))
+
+    def _user_shape(self, t: Tensor) -> Tensor:
+        """An internal ``(E, B, ...)`` tensor in the shape the user sees for this run."""
+        if self.cell.ensemble_size is None:
+            t = t[0]
+        return t
+
+    # -- the stream -----------------------------------------------------------------------
+    def _start(self, batch: int) -> None:
+        ctx = self._context(batch)
+        old = self._rule_state
+        self._rule_state = self.transport.init(ctx)
+        if old is not None and hasattr(old, "generators"):  # keep the random stream going
+            self._rule_state.generators = old.generators
+        if self._pending_state is not None:
+            self._state = self._pending_state
+            self._pending_state = None
+        else:
+            self._state = self.cell.initial_state(batch)
+
+    def reset_state(self, state: Tensor | None = None) -> None:
+        """Start new sequences: s ← ``state`` (default zeros), M ← 0.
+
+        Generators and mask schedules carry on, so a run stays reproducible. ``state`` has the
+        shape of :attr:`state`: ``([B,] N)`` solo, ``(E, [B,] N)`` for an ensemble. The next
+        step may use a different batch size.
+        """
+        self._h = self._h_prev = None
+        pending = None if state is None else self._check_state(state)
+        if self._state is None:
+            self._pending_state = pending
+            return
+        if pending is not None and pending.shape[1] != self._state.shape[1]:
+            self._pending_state = pending
+            self._state = None  # a new batch size: allocated at the next step
+            return
+        self._state = torch.zeros_like(self._state) if pending is None else pending
+        self.transport.reset(self._rule_state)
+        self._batch_may_change = True
+
+    def _check_state(self, state: Tensor) -> Tensor:
+        p, N, E = self._param, self.cell.state_size, self.cell.members
+        if not isinstance(state, Tensor) or state.shape[-1] != N or state.dtype != p.dtype:
+            raise InputError(
+                f"a state must be a {p.dtype} tensor whose last dimension is N={N}, got "
+                f"{getattr(state, 'dtype', type(state).__name__)} {tuple(getattr(state, 'shape', ()))}"
+            )
+        s = state.detach().to(p.device)
+        if self.cell.ensemble_size is None:
+            return s.reshape(1, -1, N).clone()
+        if s.shape[0] != E or s.dim() not in (2, 3):
+            raise InputError(f"an ensemble state must be (E={E}, [B,] N={N}), got {tuple(s.shape)}")
+        return s.reshape(E, -1, N).clone()
+
+    def step(self, x: Tensor) -> Tensor:
+        """Advance state and sensitivity by one input; returns h_t (a leaf requiring grad)."""
+        xi, out_shape = self._internal_input(x)
+        batch = xi.shape[1]
+        if self._state is None or (self._batch_may_change and batch != self._state.shape[1]):
+            self._start(batch)
+        elif batch != self._state.shape[1]:
+            raise InputError(
+                f"got a batch of {batch} streams but this learner is running {self._state.shape[1]}: "
+                "call reset_state() to start new streams with a different batch size"
+            )
+        if self._state.device != self._param.device or self._state.dtype != self._param.dtype:
+            raise InputError(
+                "the cell was moved to another device or dtype mid-stream: call reset_state() "
+                "after moving it (or move it before the first step)"
+            )
+        with torch.no_grad():
+            derivs = self.cell.step_with_derivatives(
+                self.cell.stacked_parameters(), self._state, xi, self.transport.needs_jacobian
+            )
+            if self.check_finite:
+                self._check_step(derivs)
+            self.transport.update(self._rule_state, derivs)
+        self._state = derivs.state
+        self._batch_may_change = False
+        self.steps += 1
+        h = self.cell.hidden(derivs.state).reshape(out_shape).clone().requires_grad_(True)
+        self._h_prev, self._h = self._h, h
+        return h
+
+    def _check_step(self, derivs: StepDerivatives) -> None:
+        for what, ok in (
+            ("state", lambda: bool(torch.isfinite(derivs.state).all())),
+            ("Jacobian J_t", lambda: derivs.jacobian is None or bool(torch.isfinite(derivs.jacobian).all())),
+            ("immediate influence Ī_t", derivs.immediate.is_finite),
+        ):
+            if not ok():
+                raise DivergenceError(self.steps, what)
+
+    def backward(self, loss: Tensor) -> None:
+        """Accumulate the transported gradient of ``loss`` (a function of the latest h).
+
+        Cell parameters get (∂L/∂h_t)·M_t added to ``.grad``; everything else the loss
+        depends on gets its true gradient by autograd.
+        """
+        if self._h is None:
+            raise InputError("backward() needs a step() first: compute the loss from the h it returns")
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise InputError(
+                "backward() takes a scalar loss tensor; reduce it first, e.g. loss.sum() or loss.mean()"
+            )
+        if not loss.requires_grad:
+            raise InputError(
+                "the loss does not require grad: compute it from the h returned by step(), "
+                "outside torch.no_grad()"
+            )
+        if self.check_finite and not bool(torch.isfinite(loss.detach()).all()):
+            raise InputError(
+                f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
+                "the targets and the readout (a diverged model raises DivergenceError instead)"
+            )
+        loss.backward()
+        h, self._h.grad = self._h.grad, None
+        if self._h_prev is not None and self._h_prev.grad is not None:
+            self._h_prev.grad = None
+            raise InputError(
+                "the loss depends on the output h of an earlier step: forward-mode learners need "
+                "backward() at each step with a loss of that step's h"
+            )
+        if h is None:
+            return
+        E, H = self.cell.members, self.cell.hidden_size
+        delta = h.reshape(E, -1, H)
+        with torch.no_grad():
+            grads = self.transport.gradient(self._rule_state, delta)
+            if self.check_finite and not all(bool(torch.isfinite(g).all()) for g in grads):
+                raise DivergenceError(
+                    self.steps - 1, "gradient", "The readout gradients were accumulated; the cell's were not."
+                )
+            for p, g in zip(self.cell.transported_parameters(), grads):
+                if not p.requires_grad:
+                    continue
+                g = g.reshape(p.shape)
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.add_(g)
+
+    # -- inspection -----------------------------------------------------------------------
+    @property
+    def state(self) -> Tensor | None:
+        """s_t in user shape (``([B,] N)`` solo, ``(E, B, N)`` ensemble); None before step 1."""
+        if self._state is None:
+            return None
+        return self._user_shape(self._state)
+
+    @property
+    def transport_state(self) -> Any:
+        """The rule's state object (M, masks, generators, ...)."""
+        return self._rule_state
+
+    def influence(self) -> Tensor | None:
+        """M_t = ∂s_t/∂θ as a dense tensor ``([E,] B, N, P)``, if the rule keeps one."""
+        if self._rule_state is None:
+            return None
+        M = self.transport.influence(self._rule_state)
+        return None if M is None else self._user_shape(M)
+
+    def check_influence(self) -> None:
+        """Scan M for NaN/inf (one pass over M; not done automatically)."""
+        M = self.influence()
+        if M is not None and not bool(torch.isfinite(M).all()):
+            raise DivergenceError(self.steps - 1, "sensitivity M")
+
+    # -- state_dict -----------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "rule": self.transport.name,
+            "steps": self.steps,
+            "state": None if self._state is None else self._state.clone(),
+            "transport": None if self._rule_state is None else state_to_dict(self._rule_state),
+        }
+
+    def set_extra_state(self, extra: dict[str, Any]) -> None:
+        if extra.get("rule") != self.transport.name:
+            raise InputError(
+                f"this state was saved by a {extra.get('rule')!r} learner; load it into a learner "
+                f"with the same transport (this one is {self.transport.name!r})"
+            )
+        self.steps = int(extra["steps"])
+        self._h = self._h_prev = None
+        self._pending_state = None
+        if extra["state"] is None:
+            self._state = self._rule_state = None
+            return
+        state = extra["state"]
+        self._rule_state = None
+        self._start(state.shape[1])
+        self._state = state.to(self._state.device).clone()
+        load_state(self._rule_state, extra["transport"])
+
+    def extra_repr(self) -> str:
+        return f"transport={self.transport!r}"

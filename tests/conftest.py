@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from sparse_rtrl.cells import GRU, LSTM, VanillaRNN
+
+
+def make_cell(kind: str, I: int = 3, n: int = 5, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    cls = {"vanilla": VanillaRNN, "lstm": LSTM, "gru": GRU}[kind]
+    cell = cls(I, n, **kw).double()
+    # widen the weights a little so J is far from the identity and nonlinearities bend
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.mul_(1.5)
+    return cell
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield
