@@ -24,3 +24,5 @@ def cases(rules):
 def case_id(case):
     name, options = case
     return name + ("" if not options else "-" + "-".join(f"{k}={v}" for k, v in options.items()))
+
+EXAMPLES["tbptt"] = [{"window": 3}]

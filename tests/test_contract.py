@@ -53,7 +53,8 @@ def test_shapes_and_finiteness(case, kind):
     I, n, N = cell.input_size, cell.hidden_size, cell.state_size
     learner = OnlineLearner(cell, name, **options)
     h = learner.step(torch.randn(I, dtype=torch.float64))
-    assert h.shape == (n,) and h.requires_grad and h.is_leaf
+    assert h.shape == (n,) and h.requires_grad
+    assert h.is_leaf != learner.transport.uses_graph  # graph rules return h inside the window's graph
     learner.backward((h**2).sum())
     for p in cell.parameters():
         assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all()
@@ -163,8 +164,9 @@ def test_bad_input_is_named(case):
     learner.step(torch.zeros(3, 3, dtype=torch.float64))  # a new batch size after a reset is fine
     h1 = learner.step(torch.zeros(3, 3, dtype=torch.float64))
     h2 = learner.step(torch.zeros(3, 3, dtype=torch.float64))
-    with pytest.raises(InputError, match="depends on the output h of an earlier step"):
-        learner.backward(h1.sum() + h2.sum())
+    if not learner.transport.uses_graph:  # a window rule may take losses of earlier outputs
+        with pytest.raises(InputError, match="depends on the output h of an earlier step"):
+            learner.backward(h1.sum() + h2.sum())
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

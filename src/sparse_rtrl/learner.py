@@ -86,6 +86,7 @@ class OnlineLearner(nn.Module):
         p = self._param
         return TransportContext(
             layout=self.cell.layout(),
+            input_size=self.cell.input_size,
             members=self.cell.members,
             batch=batch,
             state_size=self.cell.state_size,
@@ -206,6 +207,8 @@ class OnlineLearner(nn.Module):
                 "the cell was moved to another device or dtype mid-stream: call reset_state() "
                 "after moving it (or move it before the first step)"
             )
+        if self.transport.uses_graph:
+            return self._graph_step(xi, out_shape)
         with torch.no_grad():
             derivs = self.cell.step_with_derivatives(
                 self.cell.stacked_parameters(), self._state, xi, self.transport.needs_jacobian
@@ -218,6 +221,22 @@ class OnlineLearner(nn.Module):
         self.steps += 1
         h = self.cell.hidden(derivs.state).reshape(out_shape).clone().requires_grad_(True)
         self._h_prev, self._h = self._h, h
+        return h
+
+    def _graph_step(self, xi: Tensor, out_shape: tuple[int, ...]) -> Tensor:
+        """A step of a graph rule (TBPTT): h_t carries autograd's graph back through the window."""
+        params = self.cell.transported_parameters()
+        if self.cell.ensemble_size is None:
+            params = [p.unsqueeze(0) for p in params]
+        s_new = self.transport.forward(self._rule_state, self.cell, params, self._state, xi)
+        if self.check_finite and not bool(torch.isfinite(s_new.detach()).all()):
+            raise DivergenceError(self.steps, "state")
+        self.transport.commit(self._rule_state, self._state, xi)
+        self._state = s_new.detach()
+        self._batch_may_change = False
+        self.steps += 1
+        h = self.cell.hidden(s_new).reshape(out_shape)
+        self._h_prev, self._h = None, h
         return h
 
     def _check_step(self, derivs: StepDerivatives) -> None:
@@ -251,6 +270,9 @@ class OnlineLearner(nn.Module):
                 f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
                 "the targets and the readout (a diverged model raises DivergenceError instead)"
             )
+        if self.transport.uses_graph:
+            self._graph_backward(loss)
+            return
         loss.backward()
         h, self._h.grad = self._h.grad, None
         if self._h_prev is not None and self._h_prev.grad is not None:
@@ -277,6 +299,18 @@ class OnlineLearner(nn.Module):
                     p.grad = g.clone()
                 else:
                     p.grad.add_(g)
+
+    def _graph_backward(self, loss: Tensor) -> None:
+        """Autograd through the window; the cell's gradients are rolled back if non-finite."""
+        params = [p for p in self.cell.transported_parameters() if p.requires_grad]
+        saved = [None if p.grad is None else p.grad.clone() for p in params] if self.check_finite else None
+        loss.backward()
+        if self.check_finite and not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+            for p, g in zip(params, saved):
+                p.grad = g
+            raise DivergenceError(
+                self.steps - 1, "gradient", "The readout gradients were accumulated; the cell's were not."
+            )
 
     # -- inspection -----------------------------------------------------------------------
     @property

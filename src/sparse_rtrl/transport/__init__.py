@@ -8,6 +8,7 @@ from ..errors import ConfigurationError
 from .base import AbstractTransport, TransportContext, load_state, state_to_dict
 from .full import Full
 from .sparse import Sparse
+from .tbptt import TBPTT
 from .trace import Immediate, Trace
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Full",
     "Immediate",
     "Sparse",
+    "TBPTT",
     "Trace",
     "TransportContext",
     "load_state",
@@ -34,7 +36,7 @@ def register(cls: type[AbstractTransport]) -> type[AbstractTransport]:
     return cls
 
 
-for _cls in (Full, Sparse, Immediate, Trace):
+for _cls in (Full, Sparse, Immediate, Trace, TBPTT):
     register(_cls)
 
 

@@ -28,6 +28,7 @@ class TransportContext:
     """What a rule needs to know to allocate its state."""
 
     layout: ParamLayout
+    input_size: int  # I
     members: int  # E
     batch: int  # B
     state_size: int  # N
@@ -144,6 +145,8 @@ class AbstractTransport(ABC):
     name: ClassVar[str] = ""
     #: whether ``update`` reads J_t (the immediate rule and traces do not)
     needs_jacobian: ClassVar[bool] = True
+    #: graph rules (TBPTT) produce h_t through autograd instead of transporting M
+    uses_graph: ClassVar[bool] = False
 
     @abstractmethod
     def init(self, ctx: TransportContext) -> Any:
