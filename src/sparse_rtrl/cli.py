@@ -1,0 +1,137 @@
+"""The ``sparse-rtrl`` command: the only place where command-line strings become objects."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _demo(args) -> int:
+    """Adapt a small network online to a frequency shift and print the loss falling."""
+    import torch
+
+    from . import OnlineLearner, VanillaRNN
+    from .tasks import make_task
+
+    torch.manual_seed(args.seed)
+    task = make_task("sine")
+    cell, readout = VanillaRNN(task.input_size, args.hidden), torch.nn.Linear(args.hidden, task.output_size)
+    learner = OnlineLearner(cell, args.transport, **({"k": args.k, "seed": args.seed} if args.transport == "sparse" else {}))
+    opt = torch.optim.Adam([*learner.parameters(), *readout.parameters()], lr=args.lr)
+    stream = task.sample_shift(args.steps // 2, args.steps - args.steps // 2, seed=args.seed)
+    x, y = stream.inputs.float(), stream.targets.float()
+    block = max(1, args.steps // 10)
+    total, t0 = 0.0, time.perf_counter()
+    print(f"online {args.transport}{' k=' + str(args.k) if args.transport == 'sparse' else ''}, "
+          f"vanilla RNN n={args.hidden}; the frequencies shift at step {args.steps // 2}")
+    for t in range(args.steps):
+        h = learner.step(x[t])
+        loss = task.loss(readout(h), y[t])
+        learner.backward(loss)
+        opt.step()
+        opt.zero_grad()
+        total += float(loss.detach())
+        if (t + 1) % block == 0:
+            marker = "  ← shift" if t + 1 - block < args.steps // 2 <= t + 1 else ""
+            print(f"steps {t + 2 - block:5d}–{t + 1:5d}: mean loss {total / block:.4f}{marker}")
+            total = 0.0
+    print(f"{args.steps / (time.perf_counter() - t0):.0f} steps/s")
+    return 0
+
+
+def _executor(args):
+    from .experiments.executors import LocalExecutor
+
+    if args.executor == "ray":
+        from .experiments.ray_executor import RayExecutor
+
+        return RayExecutor(address=args.address, workers=args.workers)
+    return LocalExecutor(args.workers)
+
+
+def _select(experiments, only: str | None):
+    if not only:
+        return experiments
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    chosen = [e for e in experiments if e.name in wanted or wanted & set(e.claims)]
+    if not chosen:
+        names = ", ".join(sorted({e.name for e in experiments} | {c for e in experiments for c in e.claims}))
+        raise SystemExit(f"--only {only!r} matches no experiment; choose among: {names}")
+    return chosen
+
+
+def _reproduce(args) -> int:
+    from .experiments import Sweep, experiments
+    from .experiments.report import build_report
+
+    exps = _select(experiments(args.profile), args.only)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    sweep = Sweep(out, exps, executor=_executor(args), profile=args.profile, progress=not args.quiet)
+    complete = sweep.run()
+    path = build_report(out)
+    print(f"{'complete' if complete else 'incomplete'} sweep in {time.perf_counter() - t0:.0f} s; report: {path}")
+    return 0 if complete else 1
+
+
+def _report(args) -> int:
+    from .experiments.report import build_report
+
+    print(build_report(Path(args.dir)))
+    return 0
+
+
+def _rules(args) -> int:
+    import dataclasses
+
+    from .transport import RULES
+
+    for name, cls in sorted(RULES.items()):
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)
+                            if f.default is not dataclasses.MISSING)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:10s} {doc}\n{'':10s} options: {options or 'none'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparse-rtrl", description="Online learning by forward gradient transport.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reproduce", help="measure the paper's claims and write report.md, claims.json, figures")
+    r.add_argument("--profile", choices=["quick", "paper"], default="quick")
+    r.add_argument("--out", default="results", help="output directory (runs already there are reused)")
+    r.add_argument("--only", help="comma-separated claim ids or experiment names (e.g. C1,C6)")
+    r.add_argument("--workers", type=int, default=None, help="parallel runs (default: all cores)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_reproduce)
+
+    rep = sub.add_parser("report", help="rebuild report.md, claims.json and figures from a results directory")
+    rep.add_argument("dir")
+    rep.set_defaults(func=_report)
+
+    d = sub.add_parser("demo", help="adapt a small RNN online to a frequency shift")
+    d.add_argument("--transport", default="sparse", choices=["full", "sparse", "immediate"])
+    d.add_argument("--k", type=int, default=4)
+    d.add_argument("--hidden", type=int, default=32)
+    d.add_argument("--steps", type=int, default=3000)
+    d.add_argument("--lr", type=float, default=3e-3)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo)
+
+    rules = sub.add_parser("rules", help="list the transport rules and their options")
+    rules.set_defaults(func=_rules)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
+        return 130

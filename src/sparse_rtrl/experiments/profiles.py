@@ -1,0 +1,111 @@
+"""The experiments of ``sparse-rtrl reproduce``, as data, for the ``quick`` and ``paper``
+profiles. Both profiles run the same experiments; ``quick`` shrinks seeds, steps and sizes.
+
+Every experiment picks one learning rate for all its methods on validation seeds by the rule
+named in its ``lr_rule`` (see ``selection.py``); evaluation seeds are never tuned on.
+"""
+
+from __future__ import annotations
+
+from .config import FROZEN, READOUT, Experiment, Method
+
+M = Method
+
+
+def sparse(k: int, label: str | None = None, **options) -> Method:
+    return M(label or f"sparse k={k}", "sparse", {"k": k, **options})
+
+
+REFERENCES = (M("frozen", FROZEN), M("readout", READOUT), M("immediate", "immediate"))
+FULL = M("full", "full")
+
+#: C1, C3, C4, C5 and the baselines: vanilla RNN on the sine frequency shift
+SWEEP_K = (1, 2, 4, 8, 16, 32)
+SELECTION = (
+    sparse(4, "sparse k=4 magnitude", selection="magnitude"),
+    sparse(4, "sparse k=4 adversarial", selection="adversarial"),
+    sparse(4, "sparse k=4 column", granularity="column"),
+    sparse(4, "sparse k=4 fixed mask", resample_every=0),
+    sparse(4, "sparse k=4 rescaled", rescale=True),
+)
+BASELINES = (
+    M("trace 0.9", "trace", {"decay": 0.9}),
+    M("snap1", "snap1"),
+    M("uoro", "uoro"),
+    M("kf", "kf"),
+    M("tbptt T=8", "tbptt", {"window": 8}),
+)
+
+SGD_GRID = (0.01, 0.03, 0.1, 0.3)
+ADAM_GRID = (3e-4, 1e-3, 3e-3)
+RMSPROP_GRID = (1e-4, 3e-4, 1e-3)
+
+
+def _followup_methods() -> tuple[Method, ...]:
+    """C12: the immediate rule and a λ = 0.95 trace against full RTRL, float32 and float64."""
+    out = [M("frozen", FROZEN)]
+    for dtype in ("float32", "float64"):
+        out += [
+            M(f"full {dtype}", "full", dtype=dtype),
+            M(f"immediate {dtype}", "immediate", dtype=dtype),
+            M(f"trace 0.95 {dtype}", "trace", {"decay": 0.95}, dtype=dtype),
+        ]
+    return tuple(out)
+
+
+def experiments(profile: str) -> list[Experiment]:
+    """Every experiment of ``profile`` ("quick" or "paper")."""
+    if profile not in ("quick", "paper"):
+        raise ValueError(f"unknown profile {profile!r}: choose 'quick' or 'paper'")
+    quick = profile == "quick"
+    seeds = (0, 1, 2) if quick else (0, 1, 2, 3, 4)
+    validation = (100, 101) if quick else (100, 101, 102)
+    common = dict(
+        seeds=seeds,
+        validation_seeds=validation,
+        adapt_steps=1500 if quick else 3000,
+        pre_shift_steps=200,
+        pretrain_updates=400 if quick else 1500,
+        lr_grid=ADAM_GRID,
+        lr_rule="best_stable",
+    )
+    sizes = (64, 128) if quick else (64, 128, 256)
+    sine = dict(task="sine", task_options={}, cell="vanilla", hidden_size=64)
+    main = Experiment(
+        name="sine_vanilla",
+        claims=("C1", "C3", "C4", "C5"),
+        methods=(*REFERENCES, *(sparse(k) for k in SWEEP_K), FULL, *SELECTION, *BASELINES),
+        diagnostics=("jacobian_spectrum",),
+        **sine,
+        **common,
+    )
+    out = [main]
+    for n in sizes[1:]:
+        out.append(Experiment(
+            name=f"sine_vanilla_n{n}", claims=("C2",),
+            methods=(M("frozen", FROZEN), M("immediate", "immediate"), sparse(4), FULL),
+            **{**sine, "hidden_size": n}, **common,
+        ))
+    out.append(Experiment(
+        name="lorenz_vanilla", claims=("C6",), task="lorenz", task_options={}, cell="vanilla",
+        hidden_size=64, methods=(*REFERENCES, sparse(4), FULL), **common,
+    ))
+    out.append(Experiment(
+        name="sine_lstm", claims=("C7",), task="sine", task_options={}, cell="lstm", hidden_size=32,
+        methods=(*REFERENCES, sparse(4), FULL), **common,
+    ))
+    out.append(Experiment(
+        name="adding_vanilla", claims=("C10",), task="adding", task_options={}, cell="vanilla",
+        hidden_size=64, methods=(*REFERENCES, sparse(4), FULL),
+        **{**common, "pretrain_chunk": 20},
+    ))
+    out.append(Experiment(
+        name="sine_vanilla_sgd", claims=("C11",), methods=(*REFERENCES, sparse(4), FULL),
+        optimizer="sgd", **sine, **{**common, "lr_grid": SGD_GRID},
+    ))
+    for optimizer, grid in (("adam", ADAM_GRID), ("sgd", SGD_GRID), ("rmsprop", RMSPROP_GRID)):
+        out.append(Experiment(
+            name=f"followup_{optimizer}", claims=("C12",), methods=_followup_methods(),
+            optimizer=optimizer, lr_reference="full float32", **sine, **{**common, "lr_grid": grid},
+        ))
+    return out

@@ -1,0 +1,230 @@
+"""The adaptation protocol of SPEC §3: pretrain on regime A (offline BPTT), then adapt online
+from the same snapshot on the same post-shift stream with each method, scoring every step
+before learning from it (test-then-train)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cells import GRU, LSTM, VanillaRNN
+from ..errors import DivergenceError
+from ..learner import OnlineLearner
+from ..tasks import make_task
+from ..transport import RULES
+from .config import FROZEN, READOUT, Experiment, Method
+from .metrics import window_scores
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CELLS = {"vanilla": VanillaRNN, "lstm": LSTM, "gru": GRU}
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+
+#: every random stream of a run derives from (seed, purpose), so any number can be regenerated
+PURPOSES = {"init": 0, "pretrain_data": 1, "pretrain_batches": 2, "adapt": 3, "masks": 4}
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    return 1000 * int(seed) + PURPOSES[purpose]
+
+
+def build_model(exp: Experiment, task, seed: int) -> tuple[nn.Module, nn.Linear]:
+    """The recurrent cell and linear readout, initialised from ``seed`` (float64 masters)."""
+    g = torch.Generator().manual_seed(derived_seed(seed, "init"))
+    kwargs = {"leak": exp.leak} if exp.cell == "vanilla" else {}
+    cell = CELLS[exp.cell](task.input_size, exp.hidden_size, **kwargs).double()
+    cell.reset_parameters(generator=g)
+    readout = nn.Linear(exp.hidden_size, task.output_size).double()
+    bound = 1.0 / math.sqrt(exp.hidden_size)
+    with torch.no_grad():
+        readout.weight.uniform_(-bound, bound, generator=g)
+        readout.bias.zero_()
+    return cell, readout
+
+
+@dataclass
+class Snapshot:
+    """The pretrained model of one seed, and how its pretraining went."""
+
+    cell_state: dict
+    readout_state: dict
+    losses: list[float]  # mean loss per logged block of updates
+    final_loss: float
+    plateau_ratio: float  # loss of the last 10 % of updates / loss of the 10 % before
+
+    def to_dict(self) -> dict:
+        return {"cell_state": self.cell_state, "readout_state": self.readout_state,
+                "losses": self.losses, "final_loss": self.final_loss,
+                "plateau_ratio": self.plateau_ratio}
+
+
+def _windows(stream, length: int) -> np.ndarray:
+    """Valid start indices of training windows: any t for continuous tasks, else sequence starts."""
+    T = stream.inputs.shape[0]
+    if bool(stream.starts[1:].any()):
+        starts = torch.nonzero(stream.starts).flatten().numpy()
+        return starts[starts + length <= T]
+    return np.arange(0, T - length + 1)
+
+
+def pretrain(exp: Experiment, seed: int) -> Snapshot:
+    """Offline BPTT on a regime-A stream, float64: ``pretrain_updates`` Adam updates on
+    batches of random windows (whole sequences for sequence tasks), gradient norm clipped
+    at 1."""
+    task = make_task(exp.task, **exp.task_options)
+    cell, readout = build_model(exp, task, seed)
+    length, burn_in = exp.pretrain_chunk, exp.pretrain_burn_in
+    data = task.sample("A", max(20 * length, 20_000), derived_seed(seed, "pretrain_data"))
+    if not task.continuous_error:
+        length, burn_in = int(torch.nonzero(data.starts).flatten()[1]), 0  # one whole sequence
+    starts = _windows(data, length)
+    batch = exp.pretrain_batch
+    rng = np.random.default_rng(derived_seed(seed, "pretrain_batches"))
+    params = [*cell.parameters(), *readout.parameters()]
+    opt = torch.optim.Adam(params, lr=exp.pretrain_lr)
+    history = []
+    for _ in range(exp.pretrain_updates):
+        idx = torch.as_tensor(rng.choice(starts, size=batch))
+        window = idx[:, None] + torch.arange(length)[None, :]
+        x, y = data.inputs[window], data.targets[window]  # (batch, length, ·)
+        mask = data.error_mask[window].clone()
+        mask[:, :burn_in] = False
+        stacked = [p.unsqueeze(0) for p in cell.parameters()]
+        s = torch.zeros(1, batch, cell.state_size, dtype=torch.float64)
+        total, count = 0.0, 0
+        for t in range(length):
+            s = cell.step(stacked, s, x[:, t].unsqueeze(0))
+            if bool(mask[:, t].any()):
+                pred = readout(cell.hidden(s[0]))
+                total = total + task.loss(pred[mask[:, t]], y[mask[:, t], t]) * int(mask[:, t].sum())
+                count += int(mask[:, t].sum())
+        loss = total / max(count, 1)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        history.append(float(loss.detach()))
+    h = np.asarray(history)
+    tenth = max(1, len(h) // 10)
+    block = max(1, len(h) // 50)
+    return Snapshot(
+        cell_state={k: v.clone() for k, v in cell.state_dict().items()},
+        readout_state={k: v.clone() for k, v in readout.state_dict().items()},
+        losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
+        final_loss=float(h[-tenth:].mean()),
+        plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
+    )
+
+
+def adaptation_stream(exp: Experiment, task, seed: int):
+    """One stream whose process shifts from A to B: ``pre_shift_steps`` steps of A (not
+    scored), then ``adapt_steps`` of B (the scored window)."""
+    s = task.sample_shift(exp.pre_shift_steps, exp.adapt_steps, derived_seed(seed, "adapt"))
+    return s.inputs, s.targets, s.error_mask, s.starts
+
+
+def make_learner(method: Method, cell, seed: int) -> OnlineLearner:
+    """The learner of a method; frozen and readout-only use the cheap immediate rule (unused)."""
+    if method.rule in (FROZEN, READOUT):
+        return OnlineLearner(cell, "immediate")
+    options = dict(method.options)
+    rule = RULES.get(method.rule)
+    if rule is not None and "seed" in getattr(rule, "__dataclass_fields__", {}) and "seed" not in options:
+        options["seed"] = derived_seed(seed, "masks")
+    return OnlineLearner(cell, method.rule, **options)
+
+
+def condition_numbers(cell, state: torch.Tensor, x: torch.Tensor) -> list[float]:
+    """σ_max/σ_min of J_t for each stream (float64 SVD)."""
+    d = cell.step_with_derivatives(cell.stacked_parameters(), state, x, jacobian=True)
+    sv = torch.linalg.svdvals(d.jacobian.double().flatten(0, 1))
+    return (sv[:, 0] / sv[:, -1]).tolist()
+
+
+def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
+          curve_bins: int = 200, spectrum_every: int = 0) -> dict:
+    """One online run from ``snapshot``: per-step losses (scored before each update), window
+    scores, divergence, timing, and optional Jacobian condition numbers."""
+    task = make_task(exp.task, **exp.task_options)
+    dtype = DTYPES[method.dtype or exp.dtype]
+    cell, readout = build_model(exp, task, seed)
+    cell.load_state_dict(snapshot["cell_state"])
+    readout.load_state_dict(snapshot["readout_state"])
+    cell, readout = cell.to(dtype), readout.to(dtype)
+    x, y, mask, starts = adaptation_stream(exp, task, seed)
+    x, y = x.to(dtype), y.to(dtype)
+    learner = make_learner(method, cell, seed)
+    if method.rule == FROZEN:
+        params = []
+    elif method.rule == READOUT:
+        params = list(readout.parameters())
+        for p in cell.parameters():
+            p.requires_grad_(False)
+    else:
+        params = [*cell.parameters(), *readout.parameters()]
+    opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr) if params else None
+    T = x.shape[0]
+    losses = np.full(T, np.nan)
+    diverged_at = None
+    conds: list[float] = []
+    t0 = time.perf_counter()
+    for t in range(T):
+        try:
+            if bool(starts[t]) and t > 0:
+                learner.reset_state()
+            h = learner.step(x[t])
+            if spectrum_every and t >= exp.pre_shift_steps and (t - exp.pre_shift_steps) % spectrum_every == 0:
+                conds.extend(condition_numbers(cell, learner.state.view(1, 1, -1), x[t].view(1, 1, -1)))
+            if not bool(mask[t]):
+                continue
+            loss = task.loss(readout(h), y[t])
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise DivergenceError(t, "loss")
+            losses[t] = lv
+            if opt is not None:
+                learner.backward(loss)
+                opt.step()
+                opt.zero_grad()
+        except DivergenceError:
+            diverged_at = t
+            losses[t:] = np.inf
+            break
+    seconds = time.perf_counter() - t0
+    window = losses[exp.pre_shift_steps :]
+    scored = window[np.asarray(mask[exp.pre_shift_steps :], dtype=bool)]
+    L, L_end = window_scores(scored)
+    pre = losses[: exp.pre_shift_steps]
+    pre = pre[np.asarray(mask[: exp.pre_shift_steps], dtype=bool)]
+    tail = pre[-max(1, len(pre) // 2) :]
+    return {
+        "L": L,
+        "L_end": L_end,
+        "L_pre_shift": float(tail.mean()) if tail.size and np.all(np.isfinite(tail)) else math.inf,
+        "diverged": diverged_at is not None,
+        "diverged_at": diverged_at,
+        "curve": _binned_curve(losses, mask, curve_bins),
+        "seconds": seconds,
+        "steps_per_second": (diverged_at or T) / max(seconds, 1e-9),
+        "condition_numbers": conds,
+    }
+
+
+def _binned_curve(losses: np.ndarray, mask, bins: int) -> list[float | None]:
+    """Mean loss per bin of steps (scored steps only); None where a bin has no score."""
+    edges = np.linspace(0, len(losses), bins + 1).astype(int)
+    m = np.asarray(mask, dtype=bool)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        seg = losses[a:b][m[a:b]]
+        if seg.size == 0:
+            out.append(None)
+        elif not np.all(np.isfinite(seg)):
+            out.append(math.inf)
+        else:
+            out.append(float(seg.mean()))
+    return out

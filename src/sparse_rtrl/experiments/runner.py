@@ -1,0 +1,278 @@
+"""The sweep driver: plans every run of a profile (pretraining snapshots, validation runs,
+evaluation runs), skips runs whose result file already exists with the same key, runs the
+rest on an executor and writes each result atomically, so an interrupted sweep resumes
+without losing finished runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .config import Experiment, Method, stable_hash
+from .executors import LocalExecutor
+from .protocol import adapt, pretrain
+from .selection import choose_lr
+
+FORMAT = 1  # bump when result files change meaning
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file beside ``path`` and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # missing or corrupt: the run is redone
+
+
+def _format_lr(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+class Layout:
+    """Where every file of a sweep lives under ``out``."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def snapshot(self, exp: Experiment, seed: int) -> Path:
+        return self.out / "snapshots" / exp.pretrain_key() / f"seed{seed}.pt"
+
+    def snapshot_summary(self, exp: Experiment, seed: int) -> Path:
+        return self.snapshot(exp, seed).with_suffix(".json")
+
+    def validation(self, exp: Experiment, lr: float, seed: int) -> Path:
+        return self.out / "runs" / exp.name / "validation" / f"lr{_format_lr(lr)}" / f"seed{seed}.json"
+
+    def evaluation(self, exp: Experiment, method: Method, seed: int) -> Path:
+        return self.out / "runs" / exp.name / method.label / f"seed{seed}.json"
+
+    def lr_choice(self, exp: Experiment) -> Path:
+        return self.out / "runs" / exp.name / "lr.json"
+
+    def sweep(self) -> Path:
+        return self.out / "sweep.json"
+
+
+RUN_KEY_EXCLUDES = ("name", "claims", "methods", "seeds", "validation_seeds", "lr_grid", "lr_rule",
+                    "lr_reference")
+
+
+def run_key(kind: str, exp: Experiment, seed: int, method: Method | None = None, lr: float | None = None) -> str:
+    """Identity of a run: everything its numbers depend on, nothing else."""
+    fields = {k: v for k, v in exp.to_dict().items() if k not in RUN_KEY_EXCLUDES}
+    if kind == "pretrain":
+        fields = {"pretrain": exp.pretrain_key()}
+    return stable_hash({"format": FORMAT, "kind": kind, "exp": fields, "seed": seed,
+                        "method": None if method is None else method.to_dict(), "lr": lr})
+
+
+def execute(job: dict) -> dict:
+    """Run one job (in a worker); returns what the driver writes. One torch thread per run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exp: Experiment = job["experiment"]
+        if job["kind"] == "pretrain":
+            return pretrain(exp, job["seed"]).to_dict()
+        snapshot = torch.load(job["snapshot"], weights_only=False)
+        spectrum = 50 if ("jacobian_spectrum" in exp.diagnostics and job["method"].rule == "full") else 0
+        return adapt(exp, job["method"], job["seed"], snapshot, job["lr"], spectrum_every=spectrum)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Sweep:
+    """All runs of a list of experiments under ``out``; :meth:`run` does what is missing."""
+
+    def __init__(self, out: Path | str, experiments: Iterable[Experiment], executor=None,
+                 profile: str = "custom", progress: bool = True):
+        self.layout = Layout(Path(out))
+        self.experiments = list(experiments)
+        self.executor = executor or LocalExecutor()
+        self.profile = profile
+        self.progress = progress
+        self._commit = _git_commit()
+
+    # -- planning -------------------------------------------------------------------------
+    def _meta(self, kind: str, exp: Experiment, seed: int, method=None, lr=None) -> dict:
+        return {"key": run_key(kind, exp, seed, method, lr), "kind": kind, "experiment": exp.name,
+                "seed": seed, "method": None if method is None else method.to_dict(), "lr": lr,
+                "config": exp.to_dict(), "version": __version__, "git_commit": self._commit}
+
+    def _done(self, path: Path, key: str) -> bool:
+        if path.suffix == ".pt":
+            summary = read_json(path.with_suffix(".json"))
+            return path.exists() and summary is not None and summary.get("key") == key
+        data = read_json(path)
+        return data is not None and data.get("key") == key
+
+    def _pretrain_jobs(self) -> list[dict]:
+        jobs, seen = [], set()
+        for exp in self.experiments:
+            for seed in (*exp.validation_seeds, *exp.seeds):
+                path = self.layout.snapshot(exp, seed)
+                key = run_key("pretrain", exp, seed)
+                if path in seen or self._done(path, key):
+                    continue
+                seen.add(path)
+                jobs.append({"kind": "pretrain", "experiment": exp, "seed": seed, "path": path,
+                             "meta": self._meta("pretrain", exp, seed)})
+        return jobs
+
+    def _adapt_job(self, exp, method, seed, lr, path) -> dict | None:
+        key = run_key("adapt", exp, seed, method, lr)
+        if self._done(path, key):
+            return None
+        return {"kind": "adapt", "experiment": exp, "seed": seed, "method": method, "lr": lr,
+                "snapshot": str(self.layout.snapshot(exp, seed)), "path": path,
+                "meta": self._meta("adapt", exp, seed, method, lr)}
+
+    def _validation_jobs(self) -> list[dict]:
+        jobs = []
+        for exp in self.experiments:
+            if len(exp.lr_grid) == 1:
+                continue
+            ref = exp.method(exp.lr_reference)
+            for lr in exp.lr_grid:
+                for seed in exp.validation_seeds:
+                    job = self._adapt_job(exp, ref, seed, lr, self.layout.validation(exp, lr, seed))
+                    if job:
+                        job["meta"]["phase"] = "validation"
+                        jobs.append(job)
+        return jobs
+
+    def chosen_lr(self, exp: Experiment) -> tuple[float, dict]:
+        if len(exp.lr_grid) == 1:
+            return exp.lr_grid[0], {}
+        runs = {lr: [read_json(self.layout.validation(exp, lr, s))["result"] for s in exp.validation_seeds]
+                for lr in exp.lr_grid}
+        return choose_lr(exp.lr_rule, runs)
+
+    def _evaluation_jobs(self) -> list[dict]:
+        jobs = []
+        for exp in self.experiments:
+            lr, table = self.chosen_lr(exp)
+            write_json_atomic(self.layout.lr_choice(exp), {
+                "lr": lr, "rule": exp.lr_rule, "reference": exp.lr_reference,
+                "table": {_format_lr(k): v for k, v in table.items()}})
+            for method in exp.methods:
+                for seed in exp.seeds:
+                    job = self._adapt_job(exp, method, seed, lr, self.layout.evaluation(exp, method, seed))
+                    if job:
+                        job["meta"]["phase"] = "evaluation"
+                        jobs.append(job)
+        return jobs
+
+    # -- running --------------------------------------------------------------------------
+    def _execute(self, stage: str, jobs: list[dict], limit: list[int]) -> None:
+        if limit[0] is not None:
+            jobs = jobs[: max(0, limit[0])]
+            limit[0] -= len(jobs)
+        if not jobs:
+            return
+        failures = []
+        bar = tqdm(total=len(jobs), desc=stage, disable=not self.progress, unit="run")
+        payload = [{k: v for k, v in job.items() if k not in ("path", "meta")} for job in jobs]
+        by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
+        for sent, result, err in self.executor.map(execute, payload):
+            job = by_id[id(sent)]
+            bar.update(1)
+            if err is not None:
+                failures.append((job, err))
+                continue
+            self._write(job, result)
+        bar.close()
+        if failures:
+            lines = "\n".join(f"  {j['meta']['experiment']} {j['kind']} seed {j['seed']}: {e!r}" for j, e in failures)
+            raise RuntimeError(f"{len(failures)} run(s) failed (finished runs are saved; rerun to retry):\n{lines}")
+
+    def _write(self, job: dict, result: dict) -> None:
+        if job["kind"] == "pretrain":
+            path: Path = job["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save(result, tmp)
+            os.replace(tmp, path)
+            summary = {k: v for k, v in result.items() if k not in ("cell_state", "readout_state")}
+            write_json_atomic(path.with_suffix(".json"), {**job["meta"], "result": summary})
+        else:
+            write_json_atomic(job["path"], {**job["meta"], "result": result})
+
+    def run(self, limit: int | None = None) -> bool:
+        """Run what is missing; ``limit`` stops after that many runs (for testing resumption).
+
+        Returns True when every run of the sweep is complete.
+        """
+        self.layout.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.layout.sweep(), {
+            "profile": self.profile, "version": __version__,
+            "experiments": [exp.to_dict() for exp in self.experiments]})
+        budget = [limit]
+        self._execute("pretraining", self._pretrain_jobs(), budget)
+        if budget[0] is not None and budget[0] <= 0 and self._pretrain_jobs():
+            return False
+        self._execute("validation", self._validation_jobs(), budget)
+        if self._validation_jobs():
+            return False
+        self._execute("evaluation", self._evaluation_jobs(), budget)
+        return not self._evaluation_jobs()
+
+
+def load_results(out: Path | str) -> dict:
+    """Every result file of a sweep, as {experiment: {"lr": ..., "methods": {label: {seed: result}},
+    "validation": ..., "snapshots": {seed: summary}}}, plus the sweep description."""
+    layout = Layout(Path(out))
+    sweep = read_json(layout.sweep())
+    if sweep is None:
+        raise FileNotFoundError(f"{layout.sweep()} is missing: is {out} the --out directory of a sweep?")
+    experiments = [experiment_from_dict(d) for d in sweep["experiments"]]
+    data = {"profile": sweep["profile"], "experiments": {}}
+    for exp in experiments:
+        entry = {"config": exp, "lr": read_json(layout.lr_choice(exp)), "methods": {}, "snapshots": {}}
+        for method in exp.methods:
+            runs = {}
+            for seed in exp.seeds:
+                r = read_json(layout.evaluation(exp, method, seed))
+                if r is not None and r.get("key") == run_key("adapt", exp, seed, method, r.get("lr")):
+                    runs[seed] = r["result"]
+            entry["methods"][method.label] = runs
+        for seed in exp.seeds:
+            s = read_json(layout.snapshot_summary(exp, seed))
+            if s is not None:
+                entry["snapshots"][seed] = s["result"]
+        data["experiments"][exp.name] = entry
+    return data
+
+
+def experiment_from_dict(d: dict) -> Experiment:
+    d = dict(d)
+    d["methods"] = tuple(Method(**m) for m in d["methods"])
+    for key in ("claims", "lr_grid", "validation_seeds", "seeds", "diagnostics"):
+        d[key] = tuple(d[key])
+    return Experiment(**d)

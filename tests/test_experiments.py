@@ -1,0 +1,140 @@
+"""The protocol end to end on a tiny sweep: metrics on hand-made curves, resumption after an
+interruption, and a byte-identical report rebuilt from the result files."""
+
+import json
+import math
+
+import pytest
+
+from sparse_rtrl.experiments import Experiment, Method, Sweep
+from sparse_rtrl.experiments.config import FROZEN, READOUT
+from sparse_rtrl.experiments.executors import LocalExecutor
+from sparse_rtrl.experiments.metrics import (bootstrap_ci, coefficient_of_variation, recovery,
+                                             summarize, window_scores)
+from sparse_rtrl.experiments.report import build_report
+from sparse_rtrl.experiments.selection import choose_lr
+
+
+# -- metrics on hand-made numbers ------------------------------------------------------------
+def test_window_scores_mean_and_tail():
+    L, L_end = window_scores([4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5])
+    assert L == pytest.approx(1.5)
+    assert L_end == pytest.approx(0.5)  # last 20 % = two steps
+    assert window_scores([1.0, float("nan")]) == (math.inf, math.inf)
+
+
+def test_recovery_closed_form_and_undefined_cases():
+    assert recovery(L_ref=2.0, L_m=1.5, L_full=1.0) == pytest.approx(50.0)
+    assert recovery(2.0, 0.8, 1.0) == pytest.approx(120.0)  # better than full RTRL
+    assert recovery(2.0, 2.5, 1.0) == pytest.approx(-50.0)
+    assert recovery(2.0, 1.9, 1.95) is None  # full RTRL gains only 2.5 % < 5 %: undefined
+    assert recovery(2.0, 1.5, 2.1) is None  # full RTRL worse than frozen
+    assert recovery(2.0, math.inf, 1.0) is None  # the method diverged
+    assert recovery(2.0, 1.5, math.inf) is None  # full RTRL diverged
+
+
+def test_summary_counts_undefined_and_diverged_seeds():
+    s = summarize([80.0, None, 90.0, None], diverged=[False, False, False, True])
+    assert s.mean == pytest.approx(85.0) and s.std == pytest.approx(math.sqrt(50))
+    assert (s.n_seeds, s.n_scored, s.n_undefined, s.n_diverged) == (4, 2, 1, 1)
+    assert s.ci95[0] >= 80.0 and s.ci95[1] <= 90.0
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_more_data():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(10, 2, 10), rng.normal(10, 2, 160)
+    lo, hi = bootstrap_ci(small)
+    lo2, hi2 = bootstrap_ci(large)
+    assert lo < small.mean() < hi and lo2 < large.mean() < hi2
+    assert (hi2 - lo2) < 0.5 * (hi - lo)  # ~1/√n: 16× the data, ~4× narrower
+    assert bootstrap_ci(small) == bootstrap_ci(small)  # seeded
+
+
+def test_coefficient_of_variation():
+    assert coefficient_of_variation([1.0, 3.0]) == pytest.approx(math.sqrt(2) / 2)
+    assert math.isnan(coefficient_of_variation([1.0]))
+
+
+def test_learning_rate_rule_skips_diverging_rates():
+    runs = {
+        1e-3: [{"L": 0.5, "diverged": False}, {"L": 0.7, "diverged": False}],
+        3e-3: [{"L": 0.2, "diverged": False}, {"L": 0.3, "diverged": False}],
+        1e-2: [{"L": 0.1, "diverged": False}, {"L": math.inf, "diverged": True}],
+    }
+    lr, table = choose_lr("best_stable", runs)
+    assert lr == 3e-3 and table[1e-2]["diverged"] == 1
+    assert choose_lr("largest_stable", runs)[0] == 3e-3
+
+
+# -- a tiny sweep end to end ----------------------------------------------------------------
+def tiny() -> list[Experiment]:
+    methods = (Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"),
+               Method("sparse k=4", "sparse", {"k": 4}), Method("full", "full"))
+    return [Experiment(
+        name="sine_vanilla", claims=("C1", "C4"), task="sine", task_options={}, cell="vanilla",
+        hidden_size=8, methods=methods, pretrain_updates=30, pretrain_batch=4, pretrain_chunk=20,
+        pre_shift_steps=20, adapt_steps=80, lr_grid=(1e-3, 1e-2), validation_seeds=(100,), seeds=(0, 1),
+        diagnostics=("jacobian_spectrum",),
+    )]
+
+
+def run_sweep(out, limit=None):
+    return Sweep(out, tiny(), executor=LocalExecutor(1), profile="test", progress=False).run(limit=limit)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    assert run_sweep(out)
+    build_report(out)
+    return out
+
+
+def test_tiny_sweep_writes_results_report_and_claims(finished):
+    runs = sorted(p.relative_to(finished).as_posix() for p in (finished / "runs").rglob("seed*.json"))
+    assert len(runs) == 2 * 1 + 5 * 2  # validation: 2 rates × 1 seed; evaluation: 5 methods × 2 seeds
+    r = json.loads((finished / "runs/sine_vanilla/full/seed0.json").read_text())
+    assert r["result"]["condition_numbers"] and r["version"] and r["git_commit"]
+    assert r["lr"] in (1e-3, 1e-2)
+    claims = json.loads((finished / "claims.json").read_text())
+    assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 13)]
+    for c in claims:
+        assert {"id", "paper", "measured_mean", "measured_std", "ci95", "n_seeds", "n_diverged", "verdict"} <= set(c)
+    c1 = claims[0]
+    assert c1["n_seeds"] == 2 and c1["verdict"] != "not yet measured"
+    report = (finished / "report.md").read_text()
+    assert "| C1 |" in report and "| C12 |" in report and "figures/" in report
+    assert (finished / "figures" / "curves.png").exists()
+
+
+def test_report_rebuilds_byte_for_byte(finished):
+    before = (finished / "report.md").read_bytes()
+    claims = (finished / "claims.json").read_bytes()
+    build_report(finished)
+    assert (finished / "report.md").read_bytes() == before
+    assert (finished / "claims.json").read_bytes() == claims
+
+
+def test_interrupted_sweep_resumes_to_the_same_report(finished, tmp_path):
+    assert not run_sweep(tmp_path, limit=3)  # "interrupted" after three runs
+    done = set((tmp_path / "runs").rglob("seed*.json")) | set((tmp_path / "snapshots").rglob("*.pt"))
+    assert len(done) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    assert run_sweep(tmp_path)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished runs were not redone
+    build_report(tmp_path)
+    assert (tmp_path / "report.md").read_bytes() == (finished / "report.md").read_bytes()
+
+
+def test_a_corrupt_result_file_is_redone(finished, tmp_path):
+    import shutil
+
+    shutil.copytree(finished, tmp_path / "copy")
+    victim = tmp_path / "copy/runs/sine_vanilla/full/seed1.json"
+    victim.write_text("{ truncated")
+    assert run_sweep(tmp_path / "copy")
+    assert json.loads(victim.read_text())["result"]["L"] > 0
+    build_report(tmp_path / "copy")
+    assert (tmp_path / "copy/report.md").read_bytes() == (finished / "report.md").read_bytes()
