@@ -69,8 +69,12 @@ def _reproduce(args) -> int:
     exps = _select(experiments(args.profile), args.only)
     out = Path(args.out)
     t0 = time.perf_counter()
-    sweep = Sweep(out, exps, executor=_executor(args), profile=args.profile, progress=not args.quiet)
-    complete = sweep.run()
+    executor = _executor(args)
+    try:
+        sweep = Sweep(out, exps, executor=executor, profile=args.profile, progress=not args.quiet)
+        complete = sweep.run()
+    finally:
+        executor.close()
     path = build_report(out)
     print(f"{'complete' if complete else 'incomplete'} sweep in {time.perf_counter() - t0:.0f} s; report: {path}")
     return 0 if complete else 1

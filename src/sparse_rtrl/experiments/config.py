@@ -59,6 +59,7 @@ class Experiment:
         validation_seeds / seeds: never overlapping; evaluation seeds are never tuned on.
         methods: every method run on every evaluation seed.
         diagnostics: extra per-run measurements, e.g. ("jacobian_spectrum",).
+        device: "cpu" or "cuda[:i]"; where the online phase runs.
     """
 
     name: str
@@ -84,6 +85,7 @@ class Experiment:
     validation_seeds: tuple[int, ...] = (100, 101)
     seeds: tuple[int, ...] = (0, 1, 2)
     diagnostics: tuple[str, ...] = ()
+    device: str = "cpu"
 
     def __post_init__(self):
         labels = [m.label for m in self.methods]

@@ -154,9 +154,10 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     cell, readout = build_model(exp, task, seed)
     cell.load_state_dict(snapshot["cell_state"])
     readout.load_state_dict(snapshot["readout_state"])
-    cell, readout = cell.to(dtype), readout.to(dtype)
+    device = torch.device(exp.device)
+    cell, readout = cell.to(device, dtype), readout.to(device, dtype)
     x, y, mask, starts = adaptation_stream(exp, task, seed)
-    x, y = x.to(dtype), y.to(dtype)
+    x, y = x.to(device, dtype), y.to(device, dtype)
     learner = make_learner(method, cell, seed)
     if method.rule == FROZEN:
         params = []

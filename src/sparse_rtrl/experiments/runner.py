@@ -107,14 +107,34 @@ def execute(job: dict) -> dict:
         torch.set_num_threads(threads)
 
 
+def resources(job: dict) -> dict:
+    """Resource hints of a run for cluster executors: one CPU, memory from the size of M
+    (dense rules keep N·P numbers per stream), a GPU when the experiment runs on CUDA."""
+    exp: Experiment = job["experiment"]
+    n = exp.hidden_size
+    N = 2 * n if exp.cell == "lstm" else n
+    gates = {"vanilla": 1, "lstm": 4, "gru": 3}[exp.cell]
+    P = gates * n * (n + 16 + 2)  # inputs are small in every task here; 16 is a generous bound
+    dtype = (job.get("method") and job["method"].dtype) or exp.dtype
+    itemsize = 8 if dtype == "float64" else 4
+    hint = {"num_cpus": 1, "memory": int(2 * N * P * itemsize + 400 * 2**20)}
+    if exp.device.startswith("cuda"):
+        hint["num_gpus"] = 1
+    return hint
+
+
 class Sweep:
-    """All runs of a list of experiments under ``out``; :meth:`run` does what is missing."""
+    """All runs of a list of experiments under ``out``; :meth:`run` does what is missing.
+
+    ``task`` is the function executed per job (``execute``; tests swap in fault injection).
+    """
 
     def __init__(self, out: Path | str, experiments: Iterable[Experiment], executor=None,
-                 profile: str = "custom", progress: bool = True):
+                 profile: str = "custom", progress: bool = True, task=None):
         self.layout = Layout(Path(out))
         self.experiments = list(experiments)
         self.executor = executor or LocalExecutor()
+        self.task = task or execute
         self.profile = profile
         self.progress = progress
         self._commit = _git_commit()
@@ -200,7 +220,7 @@ class Sweep:
         bar = tqdm(total=len(jobs), desc=stage, disable=not self.progress, unit="run")
         payload = [{k: v for k, v in job.items() if k not in ("path", "meta")} for job in jobs]
         by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
-        for sent, result, err in self.executor.map(execute, payload):
+        for sent, result, err in self.executor.map(self.task, payload):
             job = by_id[id(sent)]
             bar.update(1)
             if err is not None:
