@@ -10,6 +10,10 @@ EXAMPLES = {
         {"k": 2, "granularity": "column", "seed": 4, "resample_every": 2},
         {"k": 1, "selection": "magnitude", "keep_diagonal": True, "rescale": True},
     ],
+    "snap1": [{}],
+    "uoro": [{"seed": 3}],
+    "kf": [{"seed": 5}],  # the vanilla cell only: the suite skips the others (check_context)
+    "shadow": [{"rule": "immediate"}, {"rule": "snap1"}],
 }
 
 

@@ -98,6 +98,21 @@ class UnitLocalImmediate:
             self.layout, self.halves, self.gates, [self.block_values(i) for i in range(len(self.d))]
         )
 
+    def left_product(self, v: Tensor) -> Tensor:
+        """vᵀĪ as a flat ``(E, B, P)`` for v ``(E, B, N)``, in O(P) (UORO's νᵀĪ).
+
+        Per block (vᵀĪ)[(g, j, l)] = (Σ_a v[a, j]·d_p[a, g, j])·u_p[l]: an outer product, so
+        Ī is never expanded.
+        """
+        E, B, _ = v.shape
+        S, n = self.halves, self.units
+        vv = v.view(E, B, S, n)
+        out = []
+        for d, u in zip(self.d, self.u):
+            w = torch.einsum("ebagi,ebai->ebgi", d, vv).reshape(E, B, -1)  # rows r = g·n + j
+            out.append(w if u is None else (w.unsqueeze(-1) * u.unsqueeze(-2)).reshape(E, B, -1))
+        return torch.cat(out, dim=-1)
+
     def dense(self) -> Tensor:
         E, B, S, _, n = self.d[0].shape
         M = self.d[0].new_zeros(E, B, S * n, self.layout.size)
@@ -178,6 +193,10 @@ class DenseImmediate:
 
     def compressed(self) -> "DenseInfluence":
         return DenseInfluence(self.layout, self.values.clone())
+
+    def left_product(self, v: Tensor) -> Tensor:
+        """vᵀĪ as ``(E, B, P)`` for v ``(E, B, N)``: O(NP), the size of Ī itself."""
+        return torch.einsum("ebn,ebnp->ebp", v, self.values)
 
     def dense(self) -> Tensor:
         return self.values

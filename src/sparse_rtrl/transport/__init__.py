@@ -7,20 +7,31 @@ import dataclasses
 from ..errors import ConfigurationError
 from .base import AbstractTransport, TransportContext, load_state, state_to_dict
 from .full import Full
+from .kf import KF
+from .shadow import GradientLog, Shadowed
+from .snap1 import SnAp1, detect_pattern
 from .sparse import Sparse
 from .tbptt import TBPTT
 from .trace import Immediate, Trace
+from .uoro import UORO
 
 __all__ = [
     "AbstractTransport",
     "Full",
+    "GradientLog",
     "Immediate",
+    "KF",
+    "Shadowed",
+    "SnAp1",
     "Sparse",
     "TBPTT",
     "Trace",
     "TransportContext",
+    "UORO",
+    "detect_pattern",
     "load_state",
     "make_transport",
+    "unsupported_reason",
     "register",
     "state_to_dict",
     "RULES",
@@ -37,6 +48,8 @@ def register(cls: type[AbstractTransport]) -> type[AbstractTransport]:
 
 
 for _cls in (Full, Sparse, Immediate, Trace, TBPTT):
+    register(_cls)
+for _cls in (SnAp1, UORO, KF, Shadowed):
     register(_cls)
 
 
@@ -66,3 +79,22 @@ def make_transport(transport: str | AbstractTransport = "full", **options) -> Ab
             f"are: {', '.join(sorted(allowed)) or 'none'}"
         )
     return cls(**options)
+
+
+def unsupported_reason(transport: str | AbstractTransport, cell, **options) -> str | None:
+    """Why ``transport`` cannot serve ``cell`` (the rule's ConfigurationError message), or
+    None if it can. E.g. ``unsupported_reason("kf", LSTM(1, 8))`` names the vanilla cell."""
+    from ..cells import as_cell
+
+    rule, cell = make_transport(transport, **options), as_cell(cell)
+    p = next(cell.parameters())
+    ctx = TransportContext(
+        layout=cell.layout(), input_size=cell.input_size, members=cell.members, batch=1,
+        state_size=cell.state_size, hidden_size=cell.hidden_size, structure=cell.structure,
+        dtype=p.dtype, device=p.device,
+    )
+    try:
+        rule.check_context(ctx)
+    except ConfigurationError as err:
+        return str(err)
+    return None
