@@ -1,0 +1,119 @@
+"""One recording session, binned: the type every loader and the generator return."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+Tensor = torch.Tensor
+
+
+def _as_tensor(x, dtype: torch.dtype) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.detach().to(dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _integral_counts(x, source: str) -> Tensor:
+    """Counts as int64, refusing values that are negative or not whole numbers."""
+    t = x.detach() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dtype == torch.bool or t.is_complex():
+        raise DataError(source, f"counts must be integers, got dtype {t.dtype}")
+    if t.is_floating_point():
+        # binned files often store counts as doubles; accept them only when exact
+        if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
+            raise DataError(source, "counts must be whole numbers (finite, no fractions)")
+    t = t.to(torch.int64)
+    if t.numel() and int(t.min()) < 0:
+        raise DataError(source, f"counts must be non-negative, found {int(t.min())}")
+    return t
+
+
+@dataclass(frozen=True, eq=False)
+class Session:
+    """Spike counts y_t ∈ ℕ^C and 2-D velocity v_t ∈ ℝ² in T consecutive time bins.
+
+    Bin t covers [bin_times[t], bin_times[t] + bin_size). Row t of ``counts`` and of
+    ``velocity`` describe the same bin, with no lag applied (decoders add their own).
+
+    Attributes:
+        counts: ``(T, C)`` int64 spike counts per bin and channel (a channel is one sorted
+            unit, one electrode's threshold crossings, or one simulated channel; see
+            ``channel_names``). Decoders call ``counts.double()``.
+        velocity: ``(T, 2)`` float64 velocity (x, y), mean over the bin, in the recording's
+            own units (mm/s for Indy cursors; as stored for pre-binned files). May hold NaN
+            where a bin has no behavioural sample (gaps in NWB files); see :meth:`finite`.
+        bin_times: ``(T,)`` float64 start time of each bin, in seconds on the recording's
+            clock (nominal ``index × bin_size`` for files that store no time).
+        channel_names: C names, one per column of ``counts``.
+        bin_size: bin width Δ in seconds.
+        source: where the session came from: a file path, or a description of the
+            generator or simulated drift that produced it.
+        trial_id: optional ``(T,)`` int64 trial (reach) index of each bin; −1 outside trials.
+    """
+
+    counts: Tensor
+    velocity: Tensor
+    bin_times: Tensor
+    channel_names: tuple[str, ...]
+    bin_size: float
+    source: str
+    trial_id: Tensor | None = None
+
+    def __post_init__(self):
+        src = str(self.source)
+        counts = _integral_counts(self.counts, src)
+        velocity = _as_tensor(self.velocity, torch.float64)
+        times = _as_tensor(self.bin_times, torch.float64)
+        names = tuple(str(n) for n in self.channel_names)
+        if counts.dim() != 2:
+            raise DataError(src, f"counts must be (T, C), got shape {tuple(counts.shape)}")
+        T, C = counts.shape
+        if tuple(velocity.shape) != (T, 2):
+            raise DataError(src, f"velocity must be (T, 2) = ({T}, 2), got {tuple(velocity.shape)}")
+        if tuple(times.shape) != (T,):
+            raise DataError(src, f"bin_times must be (T,) = ({T},), got {tuple(times.shape)}")
+        if len(names) != C:
+            raise DataError(src, f"{len(names)} channel names for {C} count columns")
+        if not float(self.bin_size) > 0:
+            raise DataError(src, f"bin_size must be positive, got {self.bin_size}")
+        trial = self.trial_id
+        if trial is not None:
+            trial = _as_tensor(trial, torch.int64)
+            if tuple(trial.shape) != (T,):
+                raise DataError(src, f"trial_id must be (T,) = ({T},), got {tuple(trial.shape)}")
+        # frozen: normalise the fields once, here, so every consumer sees the same dtypes
+        for name, value in (("counts", counts), ("velocity", velocity), ("bin_times", times),
+                            ("channel_names", names), ("bin_size", float(self.bin_size)),
+                            ("source", src), ("trial_id", trial)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def n_bins(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n_channels(self) -> int:
+        return self.counts.shape[1]
+
+    def take(self, index) -> "Session":
+        """The bins ``index`` selects (a slice, index tensor or boolean mask), in that order."""
+        if isinstance(index, np.ndarray):
+            index = torch.as_tensor(index)
+        trial = None if self.trial_id is None else self.trial_id[index]
+        return dataclasses.replace(
+            self, counts=self.counts[index], velocity=self.velocity[index],
+            bin_times=self.bin_times[index], trial_id=trial)
+
+    def finite(self) -> "Session":
+        """The bins whose velocity is finite (drops the NaN bins of gappy recordings)."""
+        return self.take(torch.isfinite(self.velocity).all(dim=1))
+
+    def __repr__(self) -> str:
+        return (f"Session({self.n_bins} bins × {self.n_channels} channels, "
+                f"bin_size={self.bin_size:g} s, source={self.source!r})")
