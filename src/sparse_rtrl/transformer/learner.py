@@ -1,0 +1,297 @@
+"""OnlineTransformer: a causal transformer learned online with head-sparse gradient transport.
+
+At step t the learner runs the model on the last W inputs with the current parameters and
+returns the newest prediction ŷ_t; the caller scores it (any PyTorch loss) and calls
+``backward(loss)``, which adds to every trainable parameter's ``.grad`` the gradient of the
+loss in which the past keys/values of the heads not selected this step are detached (see
+:mod:`~sparse_rtrl.transformer.model`); any ``torch.optim`` optimizer then steps.
+
+Implementation: ``step`` runs the forward without a graph and returns ŷ as a fresh leaf, as
+:class:`~sparse_rtrl.OnlineLearner` returns h; ``backward`` reads δ = ∂L/∂ŷ from the leaf,
+chooses the heads (the "gradient" importance score needs δ), runs the forward again with
+those heads' past detached and adds the vector–Jacobian product δ·∂ŷ/∂θ to ``.grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import DivergenceError, InputError
+from .diagnostics import head_contributions, past_attention
+from .heads import HeadSelection
+from .model import CausalTransformer
+
+Tensor = torch.Tensor
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal up to kernel round-off (on the CPU the two forwards agree bit for bit)."""
+    eps = torch.finfo(a.dtype).eps
+    return torch.allclose(a, b, rtol=64 * eps, atol=64 * eps * float(b.abs().max().clamp_min(1.0)))
+
+
+class OnlineTransformer(nn.Module):
+    """Learns a :class:`CausalTransformer` online, one input at a time.
+
+    Args:
+        input_size, output_size, d_model, heads, blocks, window, d_ff, positions: the model
+            (see :class:`~sparse_rtrl.transformer.model.TransformerConfig`).
+        head_fraction: share f ∈ [0, 1] of each block's heads whose past keys/values carry
+            gradient; m = ⌊f·H + ½⌋ heads per block. 1 is ordinary backprop through the
+            window (the dense reference); 0 is the newest position's gradient alone.
+        selection: "random" (fresh per step), "fixed" (drawn once), "importance" (largest
+            score) or "adversarial" (smallest score); see :mod:`~sparse_rtrl.transformer.heads`.
+        importance_score: "gradient" (the head's share of the dense gradient, exact at this
+            step; costs one extra backward pass per head) or "attention" (the newest query's
+            attention mass on the past).
+        seed: seeds the initial weights (in a forked RNG) and the head-selection generator.
+        check_finite: raise a clear error on NaN/inf inputs, losses, predictions, gradients.
+
+    Use :meth:`from_model` to learn an existing (e.g. pretrained) model.
+
+    Shapes: x ``(I,)`` returns ŷ ``(O,)``; x ``(B, I)`` (B independent streams sharing the
+    parameters; the loss sums or averages over them) returns ŷ ``(B, O)``.
+
+    Example::
+
+        >>> import torch
+        >>> from sparse_rtrl.transformer import OnlineTransformer
+        >>> learner = OnlineTransformer(1, 1, d_model=24, heads=12, window=8,
+        ...                             head_fraction=0.5, selection="random", seed=0)
+        >>> opt = torch.optim.Adam(learner.parameters(), lr=1e-2)
+        >>> x = torch.sin(torch.arange(51) * 0.3).unsqueeze(-1)
+        >>> for t in range(50):
+        ...     y = learner.step(x[t])
+        ...     loss = (y - x[t + 1]).pow(2).mean()
+        ...     learner.backward(loss)
+        ...     opt.step(); opt.zero_grad()
+        >>> int(learner.last_kept.sum(-1)[0])
+        6
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        d_model: int = 48,
+        heads: int = 12,
+        blocks: int = 1,
+        window: int = 32,
+        d_ff: int | None = None,
+        positions: str = "learned",
+        head_fraction: float = 1.0,
+        selection: str = "random",
+        importance_score: str = "gradient",
+        seed: int = 0,
+        check_finite: bool = True,
+    ):
+        super().__init__()
+        model = CausalTransformer(
+            input_size, output_size, d_model=d_model, heads=heads, blocks=blocks, window=window,
+            d_ff=d_ff, positions=positions, seed=seed,
+        )
+        self._attach(model, head_fraction, selection, importance_score, seed, check_finite)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: CausalTransformer,
+        *,
+        head_fraction: float = 1.0,
+        selection: str = "random",
+        importance_score: str = "gradient",
+        seed: int = 0,
+        check_finite: bool = True,
+    ) -> "OnlineTransformer":
+        """A learner of ``model`` itself (parameters shared, not copied: deep-copy a snapshot first)."""
+        if not isinstance(model, CausalTransformer):
+            raise InputError(
+                f"from_model takes a sparse_rtrl.transformer.CausalTransformer, got {type(model).__name__}"
+            )
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._attach(model, head_fraction, selection, importance_score, seed, check_finite)
+        return self
+
+    def _attach(self, model, head_fraction, selection, importance_score, seed, check_finite) -> None:
+        c = model.config
+        self.model = model
+        self.selector = HeadSelection(head_fraction, selection, c.blocks, c.heads, seed, importance_score)
+        self.check_finite = check_finite
+        self.steps = 0  # steps since the learner was created (the index of the next step)
+        self._window: Tensor | None = None  # (B, n, I), n ≤ W, oldest first
+        self._batched = False
+        self._pred: Tensor | None = None  # the leaf returned by the latest step
+        self._pred_prev: Tensor | None = None
+        self._pred_value: Tensor | None = None  # (B, O), for the consistency check
+        #: (blocks, H) bool: the heads that carried gradient to the past at the latest backward
+        self.last_kept: Tensor | None = None
+        #: (blocks, H) gradient contributions c_{l,h} of the latest backward ("gradient" score only)
+        self.last_contributions: Tensor | None = None
+
+    # -- options --------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def head_fraction(self) -> float:
+        return self.selector.fraction
+
+    @property
+    def heads_kept(self) -> int:
+        """m: heads per block whose past keys/values carry gradient."""
+        return self.selector.kept
+
+    @property
+    def window(self) -> Tensor | None:
+        """The inputs the latest prediction saw, ``(B, n, I)`` oldest first (None before step 1)."""
+        return self._window
+
+    def _param(self) -> Tensor:
+        return self.model.embed.weight
+
+    # -- the stream -----------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise InputError(f"step() takes a torch.Tensor, got {type(x).__name__}")
+        p, I = self._param(), self.config.input_size
+        if x.dtype != p.dtype:
+            raise InputError(
+                f"input dtype {x.dtype} does not match the model's parameters ({p.dtype}): "
+                f"convert the input with x.to({p.dtype}) or the learner with .to({x.dtype})"
+            )
+        if x.device != p.device:
+            raise InputError(
+                f"input is on {x.device} but the model's parameters are on {p.device}: move the "
+                f"input with x.to('{p.device}')"
+            )
+        if x.dim() not in (1, 2) or x.shape[-1] != I:
+            raise InputError(
+                f"input of shape {tuple(x.shape)} does not fit this learner: expected ({I},) or "
+                f"(B, {I}) — one input per step (input_size={I}), not a sequence"
+            )
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            raise InputError(
+                f"the input at step {self.steps} contains NaN or inf: clean the stream (e.g. drop "
+                "or impute the sample, torch.nan_to_num) before step(); nothing was changed"
+            )
+        return x.reshape(-1, I)
+
+    def reset_state(self) -> None:
+        """Start new sequences: empty the window. Generator and fixed mask carry on."""
+        self._window = None
+        self._pred = self._pred_prev = self._pred_value = None
+
+    def step(self, x: Tensor) -> Tensor:
+        """Append x to the window and return the newest prediction ŷ (a leaf requiring grad)."""
+        xi = self._check_input(x)
+        batched = x.dim() == 2
+        if self._window is not None and (xi.shape[0] != self._window.shape[0] or batched != self._batched):
+            raise InputError(
+                f"got input of shape {tuple(x.shape)} but this learner is running "
+                f"{self._window.shape[0] if self._batched else 'one unbatched'} stream(s): call "
+                "reset_state() to start new streams with a different batch size"
+            )
+        W = self.config.window
+        window = xi.unsqueeze(1) if self._window is None else torch.cat([self._window, xi.unsqueeze(1)], 1)
+        window = window[:, -W:].clone()
+        with torch.no_grad():
+            pred = self.model(window)
+        if self.check_finite and not bool(torch.isfinite(pred).all()):
+            raise DivergenceError(self.steps, "prediction")
+        self._window, self._batched = window, batched
+        self.steps += 1
+        leaf = (pred if batched else pred[0]).clone().requires_grad_(True)
+        self._pred_prev, self._pred, self._pred_value = self._pred, leaf, pred
+        return leaf
+
+    def _choose(self, delta: Tensor, params: list[Tensor]) -> Tensor:
+        need = self.selector.needs
+        self.last_contributions = None
+        if need == "gradient":
+            self.last_contributions = head_contributions(self.model, self._window, delta, params)
+            return self.selector.choose(self.last_contributions)
+        if need == "attention":
+            return self.selector.choose(past_attention(self.model, self._window))
+        return self.selector.choose()
+
+    def backward(self, loss: Tensor) -> None:
+        """Accumulate the head-sparse gradient of ``loss`` (a function of the latest ŷ).
+
+        Model parameters get δ·∂ŷ/∂θ added to ``.grad``, with the past keys/values of the
+        heads not selected this step detached; anything else the loss depends on gets its
+        true gradient by autograd.
+        """
+        if self._pred is None:
+            raise InputError("backward() needs a step() first: compute the loss from the prediction it returns")
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise InputError("backward() takes a scalar loss tensor; reduce it first, e.g. loss.sum() or loss.mean()")
+        if not loss.requires_grad:
+            raise InputError(
+                "the loss does not require grad: compute it from the prediction returned by step(), "
+                "outside torch.no_grad()"
+            )
+        if self.check_finite and not bool(torch.isfinite(loss.detach()).all()):
+            raise InputError(
+                f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
+                "the targets (a diverged model raises DivergenceError instead)"
+            )
+        loss.backward()
+        d, self._pred.grad = self._pred.grad, None
+        if self._pred_prev is not None and self._pred_prev.grad is not None:
+            self._pred_prev.grad = None
+            raise InputError(
+                "the loss depends on the prediction of an earlier step: call backward() at each "
+                "step with a loss of that step's prediction"
+            )
+        if d is None:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            return
+        delta = d.reshape(self._pred_value.shape)
+        keep = self._choose(delta, params)
+        with torch.enable_grad():
+            pred = self.model(self._window, keep=keep)
+            if not _same(pred.detach(), self._pred_value):
+                raise InputError(
+                    "the model changed between step() and backward() (an optimizer step or a "
+                    "parameter edit in between): call backward() right after computing the loss "
+                    "of the latest step, then step the optimizer"
+                )
+            grads = torch.autograd.grad(pred, params, delta, allow_unused=True)
+        if self.check_finite and not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+            raise DivergenceError(self.steps - 1, "gradient", "Nothing was accumulated into the model.")
+        self.last_kept = keep
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.add_(g)
+
+    # -- state_dict -----------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "window": None if self._window is None else self._window.clone(),
+            "batched": self._batched,
+            "selector": self.selector.state_dict(),
+        }
+
+    def set_extra_state(self, extra: dict[str, Any]) -> None:
+        self.selector.load_state_dict(extra["selector"])
+        self.steps = int(extra["steps"])
+        window = extra["window"]
+        self._window = None if window is None else window.to(self._param().device).clone()
+        self._batched = bool(extra["batched"])
+        self._pred = self._pred_prev = self._pred_value = None
+
+    def extra_repr(self) -> str:
+        return f"selector={self.selector!r}"
