@@ -42,7 +42,9 @@ class Experiment:
         name: identifier; result files live under ``runs/<name>/``.
         claims: the claim ids (SPEC §5) this experiment feeds.
         task / task_options: a task of ``sparse_rtrl.tasks`` and its parameters.
-        cell / hidden_size / leak: the recurrent model ("vanilla", "lstm", "gru").
+        cell / hidden_size / leak: the recurrent model ("vanilla", "lstm", "gru"), or
+            "transformer" (hidden_size = d_model) for the C8 experiment.
+        model_options: further model settings (e.g. heads, window for the transformer).
         dtype: "float32" or "float64" (a method may override it).
         pretrain_updates / pretrain_batch / pretrain_chunk / pretrain_lr: offline BPTT on
             regime A: that many Adam updates, each on a batch of random windows of
@@ -70,6 +72,7 @@ class Experiment:
     hidden_size: int
     methods: tuple[Method, ...]
     leak: float = 1.0
+    model_options: dict = field(default_factory=dict)
     dtype: str = "float32"
     pretrain_updates: int = 600
     pretrain_batch: int = 16
@@ -105,7 +108,7 @@ class Experiment:
 
     def pretrain_key(self) -> str:
         """Hash of everything the snapshot depends on (shared by experiments that agree)."""
-        keys = ("task", "task_options", "cell", "hidden_size", "leak", "pretrain_updates",
+        keys = ("task", "task_options", "cell", "hidden_size", "leak", "model_options", "pretrain_updates",
                 "pretrain_batch", "pretrain_chunk", "pretrain_burn_in", "pretrain_lr")
         return stable_hash({k: getattr(self, k) for k in keys})
 

@@ -53,8 +53,9 @@ def _followup_methods() -> tuple[Method, ...]:
     return tuple(out)
 
 
-def experiments(profile: str) -> list[Experiment]:
-    """Every experiment of ``profile`` ("quick" or "paper")."""
+def experiments(profile: str, data_dir=None) -> list[Experiment]:
+    """Every experiment of ``profile`` ("quick" or "paper"); ``data_dir`` holds real
+    recordings for the BCI experiments (see ``bci.py``)."""
     if profile not in ("quick", "paper"):
         raise ValueError(f"unknown profile {profile!r}: choose 'quick' or 'paper'")
     quick = profile == "quick"
@@ -108,4 +109,6 @@ def experiments(profile: str) -> list[Experiment]:
             name=f"followup_{optimizer}", claims=("C12",), methods=_followup_methods(),
             optimizer=optimizer, lr_reference="full float32", **sine, **{**common, "lr_grid": grid},
         ))
-    return out
+    from . import bci, transformer_c8
+
+    return out + transformer_c8.experiments(profile) + bci.experiments(profile, data_dir)

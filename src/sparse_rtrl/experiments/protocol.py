@@ -145,10 +145,23 @@ def condition_numbers(cell, state: torch.Tensor, x: torch.Tensor) -> list[float]
     return (sv[:, 0] / sv[:, -1]).tolist()
 
 
+def protocol_for(exp: Experiment):
+    """(pretrain, adapt) for the experiment's model: RNN cells here, the transformer in
+    ``transformer_c8``."""
+    if exp.cell == "transformer":
+        from . import transformer_c8
+
+        return transformer_c8.pretrain, transformer_c8.adapt
+    return pretrain, adapt
+
+
 def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
-          curve_bins: int = 200, spectrum_every: int = 0) -> dict:
+          curve_bins: int = 200, spectrum_every: int | None = None) -> dict:
     """One online run from ``snapshot``: per-step losses (scored before each update), window
-    scores, divergence, timing, and optional Jacobian condition numbers."""
+    scores, divergence, timing, and Jacobian condition numbers every ``spectrum_every`` steps
+    (default: every 50 steps for full RTRL when the experiment asks for "jacobian_spectrum")."""
+    if spectrum_every is None:
+        spectrum_every = 50 if ("jacobian_spectrum" in exp.diagnostics and method.rule == "full") else 0
     task = make_task(exp.task, **exp.task_options)
     dtype = DTYPES[method.dtype or exp.dtype]
     cell, readout = build_model(exp, task, seed)

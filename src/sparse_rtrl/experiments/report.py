@@ -131,6 +131,11 @@ def build_report(out: Path | str) -> Path:
         add("Lorenz: loss spread per method", plots.loss_spread(
             lor, ["frozen", "readout", "immediate", "sparse k=4", "full"], figs / "lorenz_spread.png"))
 
+    from . import bci, transformer_c8
+
+    for extra in (transformer_c8, bci):
+        figures.extend(extra.figures(views, figs))
+
     (out / "claims.json").write_text(json.dumps(_json_safe([c.to_json() for c in claims]), indent=1) + "\n")
 
     sweep = read_json(out / "sweep.json") or {}

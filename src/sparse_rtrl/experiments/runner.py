@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .config import Experiment, Method, stable_hash
 from .executors import LocalExecutor
-from .protocol import adapt, pretrain
+from .protocol import protocol_for
 from .selection import choose_lr
 
 FORMAT = 1  # bump when result files change meaning
@@ -98,11 +98,11 @@ def execute(job: dict) -> dict:
     torch.set_num_threads(1)
     try:
         exp: Experiment = job["experiment"]
+        pretrain, adapt = protocol_for(exp)
         if job["kind"] == "pretrain":
             return pretrain(exp, job["seed"]).to_dict()
         snapshot = torch.load(job["snapshot"], weights_only=False)
-        spectrum = 50 if ("jacobian_spectrum" in exp.diagnostics and job["method"].rule == "full") else 0
-        return adapt(exp, job["method"], job["seed"], snapshot, job["lr"], spectrum_every=spectrum)
+        return adapt(exp, job["method"], job["seed"], snapshot, job["lr"])
     finally:
         torch.set_num_threads(threads)
 
@@ -113,8 +113,8 @@ def resources(job: dict) -> dict:
     exp: Experiment = job["experiment"]
     n = exp.hidden_size
     N = 2 * n if exp.cell == "lstm" else n
-    gates = {"vanilla": 1, "lstm": 4, "gru": 3}[exp.cell]
-    P = gates * n * (n + 16 + 2)  # inputs are small in every task here; 16 is a generous bound
+    gates = {"vanilla": 1, "lstm": 4, "gru": 3}.get(exp.cell, 12)
+    P = gates * n * (n + 100 + 2)  # inputs: ≤ 100 channels in every task here
     dtype = (job.get("method") and job["method"].dtype) or exp.dtype
     itemsize = 8 if dtype == "float64" else 4
     hint = {"num_cpus": 1, "memory": int(2 * N * P * itemsize + 400 * 2**20)}
