@@ -146,9 +146,8 @@ def test_kf_follows_the_paper_step_by_step(bias):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "custom"])
 def test_kf_names_the_supported_cell(kind):
     cell = make_custom() if kind == "custom" else make_cell(kind)
-    learner = OnlineLearner(cell, "kf")
     with pytest.raises(ConfigurationError, match="KF-RTRL supports only the vanilla cell .* Use transport='uoro'"):
-        learner.step(torch.zeros(cell.input_size, dtype=torch.float64))
+        OnlineLearner(cell, "kf")  # refused when the learner is built, before any step
 
 
 def test_only_kf_is_skipped_by_the_contract_suite():
@@ -263,9 +262,8 @@ def test_snap1_equals_its_dense_definition(kind):
 
 
 def test_snap1_pattern_of_the_wrong_shape_is_named():
-    learner = OnlineLearner(make_cell("vanilla"), "snap1", pattern=torch.ones(3, 3, dtype=torch.bool))
     with pytest.raises(ConfigurationError, match=r"pattern must be a bool tensor of shape \(N, P\) = \(5, 50\)"):
-        learner.step(torch.zeros(3, dtype=torch.float64))
+        OnlineLearner(make_cell("vanilla"), "snap1", pattern=torch.ones(3, 3, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

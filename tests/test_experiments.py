@@ -138,3 +138,24 @@ def test_a_corrupt_result_file_is_redone(finished, tmp_path):
     assert json.loads(victim.read_text())["result"]["L"] > 0
     build_report(tmp_path / "copy")
     assert (tmp_path / "copy/report.md").read_bytes() == (finished / "report.md").read_bytes()
+
+
+def test_identical_runs_of_two_experiments_are_done_once(tmp_path):
+    from sparse_rtrl.experiments.runner import execute
+
+    calls = []
+
+    def counting(job):
+        calls.append((job["kind"], job["experiment"].name, job.get("method") and job["method"].label))
+        return execute(job)
+
+    base = tiny()[0]
+    twin = base.with_(name="sine_twin", claims=(), lr_reference="exact RTRL", methods=(
+        Method("frozen", FROZEN), Method("exact RTRL", "full"), Method("sparse k=2", "sparse", {"k": 2})))
+    Sweep(tmp_path, [base, twin], executor=LocalExecutor(1), progress=False, task=counting).run()
+    adapt_runs = [c for c in calls if c[0] == "adapt"]
+    # the twin's frozen and full runs (labels differ) repeat the base's: only sparse k=2 is new
+    assert sum(1 for c in adapt_runs if c[1] == "sine_twin") == 2  # 2 seeds of sparse k=2
+    a = json.loads((tmp_path / "runs/sine_vanilla/full/seed0.json").read_text())
+    b = json.loads((tmp_path / "runs/sine_twin/exact RTRL/seed0.json").read_text())
+    assert a["result"] == b["result"] and b["method"]["label"] == "exact RTRL" and b["experiment"] == "sine_twin"

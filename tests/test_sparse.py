@@ -176,14 +176,12 @@ def test_random_selection_is_uniform_and_rescale_is_unbiased():
 @pytest.mark.parametrize("granularity", ["row", "column"])
 def test_k_out_of_range_names_the_valid_range(granularity):
     cell = make_cell("vanilla", n=4)
-    learner = OnlineLearner(cell, "sparse", k=5, granularity=granularity)
     with pytest.raises(ConfigurationError, match=r"k=5 is out of range .* N=4 .* 0 ≤ k ≤ 4"):
-        learner.step(torch.zeros(3, dtype=torch.float64))
-    learner = OnlineLearner(cell, "sparse", k=4, keep_diagonal=True)
+        OnlineLearner(cell, "sparse", k=5, granularity=granularity)
     with pytest.raises(ConfigurationError, match=r"0 ≤ k ≤ 3 \(the diagonal is kept"):
-        learner.step(torch.zeros(3, dtype=torch.float64))
+        OnlineLearner(cell, "sparse", k=4, keep_diagonal=True)
     with pytest.raises(ConfigurationError, match="k=-1 is out of range"):
-        OnlineLearner(cell, "sparse", k=-1).step(torch.zeros(3, dtype=torch.float64))
+        OnlineLearner(cell, "sparse", k=-1)
 
 
 def test_bad_sparse_options_are_named():
@@ -197,4 +195,4 @@ def test_bad_sparse_options_are_named():
     with pytest.raises(ConfigurationError, match="resample_every must be"):
         OnlineLearner(cell, "sparse", k=1, resample_every=-2)
     with pytest.raises(ConfigurationError, match=r"must have shape \(4, 4\)"):
-        OnlineLearner(cell, "sparse", selection=torch.ones(3, 3)).step(torch.zeros(3, dtype=torch.float64))
+        OnlineLearner(cell, "sparse", selection=torch.ones(3, 3))

@@ -68,6 +68,7 @@ class OnlineLearner(nn.Module):
         super().__init__()
         self.cell = as_cell(cell)
         self.transport = make_transport(transport, **options)
+        self.transport.check_context(self._context(1))  # k out of range, unsupported cell, ... fail here
         self.check_finite = check_finite
         self.steps = 0  # steps since the learner was created (the index of the next step)
         self._state: Tensor | None = None  # (E, B, N)

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .config import Experiment, Method, stable_hash
+from .config import FROZEN, Experiment, Method, stable_hash
 from .executors import LocalExecutor
 from .protocol import protocol_for
 from .selection import choose_lr
@@ -80,16 +80,23 @@ class Layout:
 
 
 RUN_KEY_EXCLUDES = ("name", "claims", "methods", "seeds", "validation_seeds", "lr_grid", "lr_rule",
-                    "lr_reference")
+                    "lr_reference", "optimizer", "dtype")
 
 
 def run_key(kind: str, exp: Experiment, seed: int, method: Method | None = None, lr: float | None = None) -> str:
-    """Identity of a run: everything its numbers depend on, nothing else."""
-    fields = {k: v for k, v in exp.to_dict().items() if k not in RUN_KEY_EXCLUDES}
+    """Identity of a run: everything its numbers depend on, nothing else — not the method's
+    label nor the experiment's name, so identical runs of two experiments are done once."""
     if kind == "pretrain":
-        fields = {"pretrain": exp.pretrain_key()}
-    return stable_hash({"format": FORMAT, "kind": kind, "exp": fields, "seed": seed,
-                        "method": None if method is None else method.to_dict(), "lr": lr})
+        return stable_hash({"format": FORMAT, "kind": kind, "pretrain": exp.pretrain_key(), "seed": seed})
+    fields = {k: v for k, v in exp.to_dict().items() if k not in RUN_KEY_EXCLUDES}
+    how = None
+    if method is not None:
+        frozen = method.rule == FROZEN
+        how = {"rule": method.rule, "options": method.options,
+               "optimizer": None if frozen else (method.optimizer or exp.optimizer),
+               "dtype": method.dtype or exp.dtype}
+        lr = None if frozen else lr
+    return stable_hash({"format": FORMAT, "kind": kind, "exp": fields, "seed": seed, "method": how, "lr": lr})
 
 
 def execute(job: dict) -> dict:
@@ -210,7 +217,32 @@ class Sweep:
         return jobs
 
     # -- running --------------------------------------------------------------------------
+    def _index(self) -> dict[str, Path]:
+        """Key → an existing result file, over every run of the output directory."""
+        index = {}
+        for path in sorted((self.layout.out / "runs").rglob("seed*.json")):
+            data = read_json(path)
+            if data is not None and "key" in data:
+                index.setdefault(data["key"], path)
+        return index
+
+    def _dedupe(self, jobs: list[dict]) -> list[dict]:
+        """Copy results that exist under another name; run each distinct key once."""
+        if not jobs or jobs[0]["kind"] == "pretrain":
+            return jobs
+        index, unique = self._index(), {}
+        for job in jobs:
+            key = job["meta"]["key"]
+            if key in index:
+                write_json_atomic(job["path"], {**job["meta"], "result": read_json(index[key])["result"]})
+            elif key in unique:
+                unique[key]["also"].append(job)
+            else:
+                unique[key] = {**job, "also": []}
+        return list(unique.values())
+
     def _execute(self, stage: str, jobs: list[dict], limit: list[int]) -> None:
+        jobs = self._dedupe(jobs)
         if limit[0] is not None:
             jobs = jobs[: max(0, limit[0])]
             limit[0] -= len(jobs)
@@ -218,7 +250,7 @@ class Sweep:
             return
         failures = []
         bar = tqdm(total=len(jobs), desc=stage, disable=not self.progress, unit="run")
-        payload = [{k: v for k, v in job.items() if k not in ("path", "meta")} for job in jobs]
+        payload = [{k: v for k, v in job.items() if k not in ("path", "meta", "also")} for job in jobs]
         by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
         for sent, result, err in self.executor.map(self.task, payload):
             job = by_id[id(sent)]
@@ -242,7 +274,8 @@ class Sweep:
             summary = {k: v for k, v in result.items() if k not in ("cell_state", "readout_state")}
             write_json_atomic(path.with_suffix(".json"), {**job["meta"], "result": summary})
         else:
-            write_json_atomic(job["path"], {**job["meta"], "result": result})
+            for target in (job, *job.get("also", ())):
+                write_json_atomic(target["path"], {**target["meta"], "result": result})
 
     def run(self, limit: int | None = None) -> bool:
         """Run what is missing; ``limit`` stops after that many runs (for testing resumption).
