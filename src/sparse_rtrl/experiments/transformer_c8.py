@@ -1,31 +1,627 @@
-"""Claim C8: head-sparse gradient transport in an online transformer. Filled in by the
-transformer issue."""
+"""Claim C8: head-sparse gradient transport in an online transformer (SPEC §5).
+
+The paper reports that, in a transformer, sending the gradient to the past through 50 % of
+the attention heads beats the dense reference and 33 % is borderline. This module runs the
+SPEC §3 protocol with :mod:`sparse_rtrl.transformer` (the design is the project's own; see
+docs/transformer.md, "The C8 experiment"):
+
+1. ``pretrain``: a :class:`~sparse_rtrl.transformer.CausalTransformer` learns regime A of the
+   task offline (teacher-forced windows, full backprop, Adam).
+2. ``adapt``: from that snapshot, on the same A→B stream for every method, test-then-train
+   online: predict y_t from the window ending at t, score it, then learn from it. Methods
+   differ only in which heads carry gradient to earlier positions:
+
+   ========== ======================================= =========================================
+   rule       options                                 meaning
+   ========== ======================================= =========================================
+   "frozen"   —                                       no updates
+   "readout"  —                                       only the readout learns
+   "full"     —                                       every head (fraction 1): the dense reference
+   "immediate" —                                      no head (fraction 0): the newest position's
+                                                      own gradient, the past held fixed
+   "heads"    fraction, selection, importance_score   m = ⌊f·H + ½⌋ heads per block
+   ========== ======================================= =========================================
+
+   Along the run the head specialisation diagnostics (attention entropy, gradient
+   contribution per head) are measured on a fixed held-out set of regime-B windows at the
+   start (the snapshot), the middle and the end of the adaptation window.
+3. ``claim``: recovery R_f = 100·(L_frozen − L_f)/(L_frozen − L_dense), per seed, and the
+   written rule :data:`RULE`.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from fractions import Fraction
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .claims import ClaimResult
+import numpy as np
+import torch
+
+from ..errors import ConfigurationError, DivergenceError
+from ..tasks import make_task
+from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfig, head_profile, heads_kept
+from ..transformer import pretrain as pretrain_windows
+from .claims import ClaimResult, ExperimentView, fmt
+from .config import FROZEN, READOUT, Experiment, Method
+from .metrics import window_scores
+from .protocol import DTYPES, OPTIMIZERS, _binned_curve, derived_seed
+
+CLAIM = "transformer: gradient to the past through 50 % / 33 % of the heads vs all (dense)"
+PAPER = "50 % beats dense; 33 % borderline"
+
+#: the rules of this protocol besides "frozen" and "readout", and their head fraction
+FIXED_FRACTIONS = {"full": 1.0, "immediate": 0.0}
+HEAD_OPTIONS = ("fraction", "selection", "importance_score")
+#: model_options keys that build the model (d_model is the experiment's hidden_size)
+MODEL_KEYS = tuple(f.name for f in fields(TransformerConfig) if f.name not in ("input_size", "output_size", "d_model"))
+
+#: diagnostics: held-out regime-B windows profiled at each checkpoint, and the checkpoints
+#: (fractions of the adaptation window: 0 = the snapshot before any online update)
+PROBE_WINDOWS = 8
+PROBE_STRIDE = 5
+CHECKPOINTS = (0.0, 0.5, 1.0)
+
+#: the band in which R_1/3 counts as "borderline" (points of recovery around dense = 100)
+BORDERLINE = (90.0, 110.0)
+
+RULE = (
+    "R_f = 100·(L_frozen − L_f)/(L_frozen − L_dense) per seed (dense: every head carries gradient "
+    "to the past; random head selection per step and block); '50 % beats dense' ⇔ the 95 % "
+    "bootstrap CI of R_1/2 lies above 100; '33 % borderline' ⇔ the mean R_1/3 lies in "
+    f"[{BORDERLINE[0]:g}, {BORDERLINE[1]:g}] (within 10 points of dense: neither clearly worse "
+    "nor clearly better); reproduced: both hold with no diverged or undefined seed; partly: "
+    "exactly one holds, or both with a diverged or undefined seed; not reproduced: neither; "
+    "inconclusive: no seed has a recovery (dense does not beat frozen by 5 %)"
+)
 
 
-def experiments(profile: str) -> list:
-    """The C8 experiments of ``profile`` (none yet)."""
-    return []
+# -- the experiments -------------------------------------------------------------------------
+def heads(fraction: float, selection: str = "random", **options) -> Method:
+    """A head-sparse method: ``fraction`` of each block's heads carry gradient to the past;
+    labelled e.g. "heads 50%" (labels name result folders: no slashes)."""
+    label = f"heads {100 * fraction:.0f}%" + ("" if selection == "random" else f" {selection}")
+    return Method(label, "heads", {"fraction": fraction, "selection": selection, **options})
 
 
-def pretrain(exp, seed):
-    raise NotImplementedError("the C8 protocol is not wired yet")
+def methods(selections: tuple[str, ...] = ("fixed",)) -> tuple[Method, ...]:
+    """frozen, readout, fraction 0 ("immediate"), 1/4, 1/3, 1/2 (random per step), the
+    extra ``selections`` at 1/2, and the dense reference (fraction 1, rule "full")."""
+    return (
+        Method("frozen", FROZEN),
+        Method("readout", READOUT),
+        Method("immediate", "immediate"),
+        heads(1 / 4),
+        heads(1 / 3),
+        heads(1 / 2),
+        *(heads(1 / 2, s) for s in selections),
+        Method("dense", "full"),
+    )
 
 
-def adapt(exp, method, seed, snapshot, lr):
-    raise NotImplementedError("the C8 protocol is not wired yet")
+def experiments(profile: str) -> list[Experiment]:
+    """The C8 experiment of ``profile``: a 12-head, one-block transformer (d_model 48, window
+    32) on the sine frequency shift. ``quick`` measures fractions 1, 1/2, 1/3, 1/4, 0 and a
+    fixed 1/2 mask on 3 seeds; ``paper`` adds importance selection at 1/2 and uses 5 seeds and
+    longer pretraining and adaptation."""
+    quick = profile == "quick"
+    window = 32
+    return [Experiment(
+        name="sine_transformer",
+        claims=("C8",),
+        task="sine",
+        task_options={},
+        cell="transformer",
+        hidden_size=48,
+        model_options={"heads": 12, "blocks": 1, "window": window},
+        methods=methods(("fixed",) if quick else ("fixed", "importance")),
+        dtype="float32",
+        pretrain_updates=400 if quick else 1500,
+        pretrain_batch=16,
+        pretrain_chunk=window,  # the report prints it: the transformer trains on full windows
+        pretrain_burn_in=0,
+        pretrain_lr=3e-3,
+        pre_shift_steps=2 * window,
+        adapt_steps=500 if quick else 2000,
+        optimizer="adam",
+        lr_grid=(1e-4, 3e-4) if quick else (1e-4, 3e-4, 1e-3),
+        lr_rule="best_stable",
+        lr_reference="dense",
+        validation_seeds=(100, 101) if quick else (100, 101, 102),
+        seeds=(0, 1, 2) if quick else (0, 1, 2, 3, 4),
+        diagnostics=("head_profile",),
+    )]
 
 
-def claim(views) -> ClaimResult:
-    return ClaimResult("C8", "transformer: sparse transport through 50 % / 33 % of heads vs dense",
-                       "50 % beats dense; 33 % borderline", "not yet measured",
-                       "the transformer experiment is not wired into this profile yet")
+# -- the protocol ----------------------------------------------------------------------------
+def build_model(exp: Experiment, task, seed: int) -> CausalTransformer:
+    """The transformer of ``exp`` initialised from ``seed`` (float64 master)."""
+    unknown = set(exp.model_options) - set(MODEL_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"experiment {exp.name!r}: unknown transformer model_options {sorted(unknown)}; use "
+            f"{', '.join(MODEL_KEYS)} (d_model is hidden_size)"
+        )
+    return CausalTransformer(task.input_size, task.output_size, d_model=exp.hidden_size,
+                             seed=derived_seed(seed, "init"), **exp.model_options).double()
 
 
-def figures(views, folder: Path) -> list[tuple[str, str]]:
-    return []
+def _split(model: CausalTransformer) -> tuple[dict, dict]:
+    """(body, readout) state dicts: the snapshot format shared with the RNN protocol."""
+    state = model.state_dict()
+    body = {k: v.clone() for k, v in state.items() if not k.startswith("readout.")}
+    readout = {k[len("readout."):]: v.clone() for k, v in state.items() if k.startswith("readout.")}
+    return body, readout
+
+
+def load_snapshot(exp: Experiment, task, seed: int, snapshot: dict) -> CausalTransformer:
+    model = build_model(exp, task, seed)
+    model.load_state_dict({**snapshot["cell_state"], **{f"readout.{k}": v for k, v in snapshot["readout_state"].items()}})
+    return model
+
+
+@dataclass
+class TransformerSnapshot:
+    """The pretrained transformer of one seed (body in ``cell_state``, readout in
+    ``readout_state``) and how its pretraining went."""
+
+    cell_state: dict
+    readout_state: dict
+    model_config: dict
+    losses: list[float]  # mean loss per logged block of updates
+    final_loss: float
+    plateau_ratio: float  # loss of the last 10 % of updates / loss of the 10 % before
+
+    def to_dict(self) -> dict:
+        return {"cell_state": self.cell_state, "readout_state": self.readout_state,
+                "model_config": self.model_config, "losses": self.losses,
+                "final_loss": self.final_loss, "plateau_ratio": self.plateau_ratio}
+
+
+def pretrain(exp: Experiment, seed: int) -> TransformerSnapshot:
+    """Teacher-forced pretraining on regime A in float64: ``pretrain_updates`` Adam updates
+    (lr ``pretrain_lr``) on batches of ``pretrain_batch`` random full windows, each scored at
+    its newest position (the prediction the online learner makes)."""
+    task = make_task(exp.task, **exp.task_options)
+    if not task.continuous_error:
+        raise ConfigurationError(
+            f"the transformer protocol needs a continuous-error task (an error at every step); "
+            f"{exp.task!r} scores only sequence ends"
+        )
+    model = build_model(exp, task, seed)
+    W = model.config.window
+    data = task.sample("A", max(20 * W, 20_000), derived_seed(seed, "pretrain_data"))
+    h = pretrain_windows(model, data.inputs, data.targets, steps=exp.pretrain_updates,
+                         batch_size=exp.pretrain_batch, lr=exp.pretrain_lr,
+                         seed=derived_seed(seed, "pretrain_batches"), loss_fn=task.loss).numpy()
+    body, readout = _split(model)
+    tenth = max(1, len(h) // 10)
+    block = max(1, len(h) // 50)
+    return TransformerSnapshot(
+        cell_state=body, readout_state=readout,
+        model_config=asdict(model.config),
+        losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
+        final_loss=float(h[-tenth:].mean()),
+        plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
+    )
+
+
+def head_options(method: Method) -> dict:
+    """The learner options of a method: {"head_fraction", "selection", "importance_score"}."""
+    if method.rule in (FROZEN, READOUT):
+        return {"head_fraction": 0.0, "selection": "random"}  # readout: nothing reaches the past
+    if method.rule in FIXED_FRACTIONS:
+        if method.options:
+            raise ConfigurationError(f"method {method.label!r}: rule {method.rule!r} takes no options")
+        return {"head_fraction": FIXED_FRACTIONS[method.rule], "selection": "random"}
+    if method.rule != "heads":
+        raise ConfigurationError(
+            f"method {method.label!r}: the transformer protocol runs the rules 'frozen', 'readout', "
+            f"'full' (every head), 'immediate' (no head) and 'heads' (with a fraction), not {method.rule!r}"
+        )
+    unknown = set(method.options) - set(HEAD_OPTIONS)
+    if unknown or "fraction" not in method.options:
+        raise ConfigurationError(
+            f"method {method.label!r}: 'heads' takes options {', '.join(HEAD_OPTIONS)} with 'fraction' "
+            f"required, got {sorted(method.options)}"
+        )
+    o = method.options
+    return {"head_fraction": o["fraction"], "selection": o.get("selection", "random"),
+            "importance_score": o.get("importance_score", "gradient")}
+
+
+def method_fraction(method: Method) -> float | None:
+    """The head fraction of a learning method (None for frozen and readout)."""
+    if method.rule in (FROZEN, READOUT):
+        return None
+    return float(head_options(method)["head_fraction"])
+
+
+def _profile(model: CausalTransformer, probe, loss_fn) -> dict:
+    """Head diagnostics of ``model`` on the held-out windows, as JSON lists (blocks × H)."""
+    W = model.config.window
+    flags = [p.requires_grad for p in model.parameters()]
+    try:  # contributions are over every parameter, whatever the method trains
+        for q in model.parameters():
+            q.requires_grad_(True)
+        prof = head_profile(model, probe[0], probe[1], loss_fn=loss_fn, start=W - 1, every=PROBE_STRIDE)
+    finally:
+        for q, f in zip(model.parameters(), flags):
+            q.requires_grad_(f)
+    return {
+        "entropy": prof.entropy.tolist(),
+        "normalised_entropy": prof.normalised_entropy.tolist(),
+        "contribution": prof.contribution.tolist(),
+        "past_share": prof.past_share.tolist(),
+        "past_attention": prof.past_attention.tolist(),
+        "contribution_cv": prof.contribution_cv.tolist(),
+    }
+
+
+def readout_inputs(model: CausalTransformer, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """LN(z_L), the readout's input, for every full window of ``x`` (T, I), by batched
+    forwards without a graph: ``(T − W + 1, d)``, row r for the window ending at t = r + W − 1."""
+    W = model.config.window
+    seen = []
+    hook = model.readout.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            xs = x.unfold(0, W, 1).transpose(1, 2)
+            for i in range(0, xs.shape[0], chunk):
+                model(xs[i : i + chunk])
+    finally:
+        hook.remove()
+    return torch.cat(seen)
+
+
+def online_run(exp: Experiment, method: Method, seed: int, model: CausalTransformer, lr: float,
+               x: torch.Tensor, y: torch.Tensor, loss_fn, probe=None, fast: bool = True) -> dict:
+    """Test-then-train over the stream (x, y) from ``model`` (changed in place). The first
+    W − 1 steps only fill the window. Returns per-step losses (NaN unscored, inf from a
+    divergence on), the divergence step, the head usage and the checkpoint profiles.
+
+    ``fast``: frozen and readout-only runs, whose body never changes, read the readout's
+    inputs from one batched forward instead of running the learner step by step (the same
+    numbers up to round-off; tested).
+    """
+    c = model.config
+    T, W = x.shape[0], c.window
+    if method.rule == FROZEN:
+        params = []
+    elif method.rule == READOUT:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("readout."))
+        params = list(model.readout.parameters())
+    else:
+        params = list(model.parameters())
+    opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr, foreach=True) if params else None
+    if fast and method.rule in (FROZEN, READOUT):
+        features = readout_inputs(model, x)
+        learner = None
+
+        def predict(t):
+            return model.readout(features[t - W + 1])
+
+        def learn(loss):
+            loss.backward()
+    else:
+        learner = OnlineTransformer.from_model(model, seed=derived_seed(seed, "masks"), **head_options(method))
+        with torch.no_grad():
+            for t in range(W - 1):
+                learner.step(x[t])
+
+        def predict(t):
+            return learner.step(x[t])
+
+        learn = learner.backward
+    track = learner is not None and method.rule not in (FROZEN, READOUT)
+    losses = np.full(T, np.nan)
+    usage = torch.zeros(c.blocks, c.heads, dtype=torch.float64)
+    updates = 0
+    # checkpoint f > 0: after the update of post-shift step round(f·T_a); f = 0: the snapshot
+    marks = {exp.pre_shift_steps + round(f * exp.adapt_steps) - 1: f for f in CHECKPOINTS if f > 0}
+    profiles = []
+    if probe is not None and 0.0 in CHECKPOINTS:
+        profiles.append({"checkpoint": 0.0, "step": 0, **_profile(model, probe, loss_fn)})
+    diverged_at = None
+    for t in range(W - 1, T):
+        try:
+            pred = predict(t)
+            loss = loss_fn(pred, y[t])
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise DivergenceError(t, "loss")
+            losses[t] = lv
+            if opt is not None:
+                learn(loss)
+                opt.step()
+                opt.zero_grad()
+                if track:
+                    usage += learner.last_kept.double()
+                updates += 1
+        except DivergenceError:
+            diverged_at = t
+            losses[t:] = np.inf
+            break
+        if probe is not None and t in marks:
+            profiles.append({"checkpoint": marks[t], "step": t + 1 - exp.pre_shift_steps,
+                             **_profile(model, probe, loss_fn)})
+    return {"losses": losses, "diverged_at": diverged_at, "profiles": profiles,
+            "head_usage": (usage / max(updates, 1)).tolist() if track and updates else None}
+
+
+def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float, curve_bins: int = 200) -> dict:
+    """One online run from ``snapshot`` on the seed's A→B stream; the keys of
+    :func:`sparse_rtrl.experiments.protocol.adapt` plus ``head_profiles`` (the diagnostics at
+    each checkpoint), ``head_usage`` (share of updates in which each head carried gradient to
+    the past) and ``heads_kept`` (m per block)."""
+    task = make_task(exp.task, **exp.task_options)
+    dtype = DTYPES[method.dtype or exp.dtype]
+    device = torch.device(exp.device)
+    model = load_snapshot(exp, task, seed, snapshot).to(device, dtype)
+    W = model.config.window
+    if exp.pre_shift_steps < W:
+        raise ConfigurationError(
+            f"experiment {exp.name!r}: pre_shift_steps={exp.pre_shift_steps} must be at least the "
+            f"window ({W}) so that the window is full of regime A at the shift"
+        )
+    stream = task.sample_shift(exp.pre_shift_steps, exp.adapt_steps, derived_seed(seed, "adapt"))
+    x, y = stream.inputs.to(device, dtype), stream.targets.to(device, dtype)
+    probe = None
+    if "head_profile" in exp.diagnostics:
+        # a held-out regime-B stream (its own seed key), the same for every method and checkpoint
+        held = task.sample("B", W + (PROBE_WINDOWS - 1) * PROBE_STRIDE, derived_seed(seed, "adapt"))
+        probe = (held.inputs.to(device, dtype), held.targets.to(device, dtype))
+    t0 = time.perf_counter()
+    run = online_run(exp, method, seed, model, lr, x, y, task.loss, probe)
+    seconds = time.perf_counter() - t0
+    losses, diverged_at = run["losses"], run["diverged_at"]
+    T = x.shape[0]
+    scored = np.zeros(T, dtype=bool)
+    scored[W - 1 :] = True
+    L, L_end = window_scores(losses[exp.pre_shift_steps :])
+    pre = losses[W - 1 : exp.pre_shift_steps]
+    tail = pre[-max(1, len(pre) // 2) :]
+    return {
+        "L": L,
+        "L_end": L_end,
+        "L_pre_shift": float(tail.mean()) if tail.size and np.all(np.isfinite(tail)) else math.inf,
+        "diverged": diverged_at is not None,
+        "diverged_at": diverged_at,
+        "curve": _binned_curve(losses, scored, curve_bins),
+        "seconds": seconds,
+        "steps_per_second": ((diverged_at or T) - (W - 1)) / max(seconds, 1e-9),
+        "condition_numbers": [],
+        "heads_kept": heads_kept(head_options(method)["head_fraction"], model.config.heads),
+        "head_usage": run["head_usage"],
+        "head_profiles": run["profiles"],
+    }
+
+
+# -- the claim -------------------------------------------------------------------------------
+def _c8_views(views: dict[str, ExperimentView]) -> list[tuple[str, ExperimentView]]:
+    return [(name, e) for name, e in views.items() if "C8" in e.config.claims]
+
+
+def _label(e: ExperimentView, fraction: float, selection: str = "random") -> str | None:
+    """The label of the method with this head fraction and selection (first match)."""
+    for m in e.config.methods:
+        f = method_fraction(m)
+        if f is None or abs(f - fraction) > 1e-9:
+            continue
+        if fraction in (0.0, 1.0) or head_options(m)["selection"] == selection:
+            return m.label
+    return None
+
+
+def _profiles(e: ExperimentView, label: str, checkpoint: float) -> list[dict]:
+    """The head profile at ``checkpoint`` of each seed's run of ``label`` (seeds without one skipped)."""
+    out = []
+    for s in e.seeds():
+        run = e.runs.get(label, {}).get(s)
+        for p in (run or {}).get("head_profiles", []):
+            if p["checkpoint"] == checkpoint:
+                out.append(p)
+    return out
+
+
+def specialisation(profiles: list[dict]) -> dict | None:
+    """Across seeds (mean, std): contribution CV across heads, the share of the summed
+    contribution carried by the top half of the heads (50 % if isotropic), and the
+    normalised attention entropy (mean over heads, and its spread max − min)."""
+    if not profiles:
+        return None
+    cv, top, ent, spread = [], [], [], []
+    for p in profiles:
+        c = np.asarray(p["contribution"], dtype=float)
+        h = np.asarray(p["normalised_entropy"], dtype=float)
+        for row_c, row_h in zip(c, h):
+            s = np.sort(row_c)[::-1]
+            total = s.sum()
+            cv.append(float(s.std() / s.mean()) if s.mean() > 0 else math.nan)
+            top.append(float(100 * s[: len(s) // 2].sum() / total) if total > 0 else math.nan)
+            ent.append(float(row_h.mean()))
+            spread.append(float(row_h.max() - row_h.min()))
+
+    def ms(v):
+        v = np.asarray(v, dtype=float)
+        return float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if v.size > 1 else 0.0
+
+    return {"contribution_cv": ms(cv), "top_half_share": ms(top), "normalised_entropy": ms(ent),
+            "entropy_spread": ms(spread), "n": len(profiles)}
+
+
+def _spec_text(s: dict | None) -> str:
+    if s is None:
+        return "not measured"
+    return (f"contribution CV across heads {s['contribution_cv'][0]:.2f} ± {s['contribution_cv'][1]:.2f}; "
+            f"the top half of the heads carries {s['top_half_share'][0]:.0f} ± {s['top_half_share'][1]:.0f} % "
+            f"of the summed contribution (50 % if isotropic); normalised attention entropy "
+            f"{s['normalised_entropy'][0]:.2f} (spread across heads {s['entropy_spread'][0]:.2f})")
+
+
+def _claim_for(name: str, e: ExperimentView) -> ClaimResult:
+    dense, half, third = _label(e, 1.0), _label(e, 1 / 2), _label(e, 1 / 3)
+    if not (dense and half and third) or not e.complete("frozen", dense, half, third):
+        return ClaimResult("C8", CLAIM, PAPER, "not yet measured", "not yet measured")
+    r_half = e.recovery_summary(half, full=dense)
+    r_third = e.recovery_summary(third, full=dense)
+    if r_half.n_scored == 0 and r_third.n_scored == 0:
+        return ClaimResult("C8", CLAIM, PAPER, "inconclusive", RULE, r_half,
+                           "undefined: the dense method does not beat the frozen model by 5 % on any seed")
+    beats = r_half.n_scored > 0 and r_half.ci95[0] > 100
+    borderline = r_third.n_scored > 0 and BORDERLINE[0] <= r_third.mean <= BORDERLINE[1]
+    clean = all(s.n_diverged == 0 and s.n_undefined == 0 for s in (r_half, r_third))
+    if beats and borderline:
+        verdict = "reproduced" if clean else "partly"
+    else:
+        verdict = "partly" if beats or borderline else "not reproduced"
+    lo, hi = r_half.ci95
+    measured = (f"R(1/2) = {fmt(r_half)} (CI {lo:.0f} – {hi:.0f}): 50 % beats dense: "
+                f"{'yes' if beats else 'no'}; R(1/3) = {fmt(r_third)}: 33 % borderline: "
+                f"{'yes' if borderline else 'no'}")
+    details = [f"experiment `{name}`: {e.config.model_options.get('heads')} heads × "
+               f"{e.config.model_options.get('blocks', 1)} block(s), d_model {e.config.hidden_size}, window "
+               f"{e.config.model_options.get('window')}, task `{e.config.task}`, optimizer `{e.config.optimizer}`"]
+    zero = _label(e, 0.0)
+    zero = zero if zero and e.complete(zero) else None
+    # recovery relative to fraction 0 exists only where dense beats fraction 0 by > 5 % of its loss
+    vs_zero = zero is not None and e.recovery_summary(half, reference=zero, full=dense).n_scored > 0
+    for m in e.config.methods:
+        if m.label in ("frozen", dense) or not e.complete(m.label):
+            continue
+        f = method_fraction(m)
+        what = "readout only" if f is None else f"fraction {f:.3g}"
+        line = f"{m.label} ({what}): R = {fmt(e.recovery_summary(m.label, full=dense))}"
+        if vs_zero and m.label != zero:
+            line += f"; relative to fraction 0: {fmt(e.recovery_summary(m.label, reference=zero, full=dense))}"
+        details.append(line)
+    if zero is not None and not vs_zero:
+        details.append("recovery relative to fraction 0 is undefined on every seed: dense does not beat "
+                       "fraction 0 by more than 5 % of its loss")
+    curve = [(f, e.recovery_summary(l, full=dense).mean) for f, l in _fraction_points(e, dense)]
+    if len(curve) > 2:
+        steps = [b - a for (_, a), (_, b) in zip(curve, curve[1:])]
+        shape = "rises monotonically" if all(d >= 0 for d in steps) else "is not monotone"
+        details.append(f"mean recovery {shape} with the fraction (" + ", ".join(
+            f"{Fraction(f).limit_denominator(64)}: {r:.1f}" for f, r in curve) + " %)")
+    L_d, L_h = e.L(dense), e.L(half)
+    wins = sum(1 for a, b in zip(L_h, L_d) if math.isfinite(a) and math.isfinite(b) and a < b)
+    details.append(f"L(1/2) < L(dense) on {wins} of {len(e.seeds())} seeds")
+    details.append("specialisation of the snapshot (held-out regime-B windows, before any online update): "
+                   + _spec_text(specialisation(_profiles(e, dense, 0.0))))
+    details.append("after dense adaptation (end of the window): " + _spec_text(specialisation(_profiles(e, dense, 1.0))))
+    return ClaimResult("C8", CLAIM, PAPER, verdict, RULE, r_half, measured, details)
+
+
+def claim(views: dict[str, ExperimentView]) -> ClaimResult | list[ClaimResult]:
+    """One C8 row per experiment that lists C8 among its claims (one "not yet measured" row if none)."""
+    rows = [_claim_for(name, e) for name, e in _c8_views(views)]
+    if not rows:
+        return ClaimResult("C8", CLAIM, PAPER, "not yet measured", "not yet measured")
+    return rows if len(rows) > 1 else rows[0]
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _fraction_points(e: ExperimentView, dense: str) -> list[tuple[float, str]]:
+    pts = []
+    for m in e.config.methods:
+        f = method_fraction(m)
+        if f is None or not e.complete(m.label):
+            continue
+        if m.rule == "heads" and head_options(m)["selection"] != "random":
+            continue
+        pts.append((f, m.label))
+    return sorted(pts)
+
+
+def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, str]]:
+    """Recovery vs head fraction, and per-head contribution share and entropy, per C8 experiment."""
+    from . import plots
+
+    out = []
+    for name, e in _c8_views(views):
+        dense = _label(e, 1.0)
+        if not dense or not e.complete("frozen", dense):
+            continue
+        suffix = "" if name == "sine_transformer" else f"_{name}"
+        f = _recovery_figure(e, dense, folder / f"c8_recovery_vs_fraction{suffix}.png")
+        if f:
+            out.append((f"C8: recovery vs head fraction ({name})", f"figures/{f}"))
+        f = _specialisation_figure(e, dense, folder / f"c8_head_specialisation{suffix}.png")
+        if f:
+            out.append((f"C8: head specialisation ({name})", f"figures/{f}"))
+        labels = [l for l in ("frozen", "readout", _label(e, 0.0), _label(e, 1 / 3), _label(e, 1 / 2), dense) if l]
+        f = plots.curves(e, labels, folder / f"c8_curves{suffix}.png")
+        if f:
+            out.append((f"C8: learning curves around the shift ({name})", f"figures/{f}"))
+    return out
+
+
+def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
+    from .plots import _mean_std, _plt, _save
+
+    pts = _fraction_points(e, dense)
+    if len(pts) < 2:
+        return None
+    xs = [f for f, _ in pts]
+    stats = [_mean_std(e.recoveries(l, full=dense)) for _, l in pts]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.axhspan(*BORDERLINE, color="tab:orange", alpha=0.15, label="'borderline' band (R(1/3))")
+    ax.axhline(100, color="k", lw=0.8)
+    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3,
+                label="random heads per step (mean ± std over seeds)")
+    for m in e.config.methods:
+        if m.rule == "heads" and head_options(m)["selection"] != "random" and e.complete(m.label):
+            mean, std = _mean_std(e.recoveries(m.label, full=dense))
+            ax.errorbar([method_fraction(m)], [mean], yerr=[std], marker="s", capsize=3, ls="none", label=m.label)
+    if e.complete("readout"):
+        ax.axhline(_mean_std(e.recoveries("readout", full=dense))[0], color="tab:gray", ls=":", lw=1, label="readout only")
+    ax.set_xticks(xs, [str(Fraction(x).limit_denominator(64)) for x in xs])
+    ax.set_xlabel("share of heads carrying gradient to the past (1 = dense)")
+    ax.set_ylabel("recovery vs dense (%)")
+    ax.set_title("C8: recovery vs head fraction (paper: 1/2 beats dense, 1/3 borderline)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _specialisation_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
+    """Per head, sorted by contribution within each seed and block: contribution share
+    (c / Σ c) and normalised entropy, for the snapshot and after dense adaptation."""
+    from .plots import _plt, _save
+
+    series = []
+    for checkpoint, title in ((0.0, "snapshot"), (1.0, "after dense adaptation")):
+        share, ent = [], []
+        for p in _profiles(e, dense, checkpoint):
+            for c, h in zip(np.asarray(p["contribution"], float), np.asarray(p["normalised_entropy"], float)):
+                order = np.argsort(-c)
+                share.append(c[order] / c.sum() if c.sum() > 0 else np.zeros_like(c))
+                ent.append(h[order])
+        if share:
+            series.append((title, np.asarray(share), np.asarray(ent)))
+    if not series:
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    width = 0.8 / len(series)
+    for i, (title, share, ent) in enumerate(series):
+        H = share.shape[1]
+        x = np.arange(H) + (i - (len(series) - 1) / 2) * width
+        a1.bar(x, share.mean(0), width, yerr=share.std(0), capsize=2, label=title)
+        a2.bar(x, ent.mean(0), width, yerr=ent.std(0), capsize=2, label=title)
+    H = series[0][1].shape[1]
+    a1.axhline(1 / H, color="k", ls="--", lw=0.8, label="isotropic (1/H)")
+    a1.set_xlabel("head rank (by contribution, per seed)")
+    a1.set_ylabel("share of the summed contribution")
+    a1.set_title("gradient to the past, per head", fontsize=9)
+    a1.legend(fontsize=7)
+    a2.set_xlabel("head rank (by contribution, per seed)")
+    a2.set_ylabel("attention entropy / log W")
+    a2.set_ylim(0, 1.05)
+    a2.set_title("newest query's attention entropy", fontsize=9)
+    fig.suptitle(f"C8: head specialisation ({e.config.model_options.get('heads')} heads, mean ± std over seeds)", fontsize=9)
+    return _save(fig, path)
