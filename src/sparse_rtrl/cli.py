@@ -62,11 +62,22 @@ def _select(experiments, only: str | None):
     return chosen
 
 
+def _bci_options(args) -> dict:
+    """The BCI (C9) options of ``reproduce``: the data folder and the user's two sessions."""
+    if (args.session_a is None) != (args.session_b is None):
+        raise SystemExit("--session-a and --session-b go together: pass both recordings (A = training "
+                         "session, B = the later session the decoder adapts to)")
+    if args.bin_size is not None and args.session_a is None:
+        raise SystemExit("--bin-size applies to --session-a/--session-b: pass the two recordings too")
+    files = (args.session_a, args.session_b) if args.session_a is not None else None
+    return {"data_dir": args.data_dir, "session_files": files, "bin_size": args.bin_size}
+
+
 def _reproduce(args) -> int:
     from .experiments import Sweep, experiments
     from .experiments.report import build_report
 
-    exps = _select(experiments(args.profile), args.only)
+    exps = _select(experiments(args.profile, **_bci_options(args)), args.only)
     out = Path(args.out)
     t0 = time.perf_counter()
     executor = _executor(args)
@@ -112,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"], default="local")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--data-dir", default=None,
+                   help="folder of the shared recordings for the C9 (BCI) experiments "
+                        "(default: $SPARSE_RTRL_DATA, else ../shared/data if it exists)")
+    r.add_argument("--session-a", default=None, help="C9 on your own data: the training session "
+                   "(.npz/.mat binned counts, MATLAB v7.3 Indy file or .nwb)")
+    r.add_argument("--session-b", default=None, help="C9 on your own data: the later session to adapt to")
+    r.add_argument("--bin-size", type=float, default=None,
+                   help="bin width in s for --session-a/--session-b (needed for spike-time files)")
     r.set_defaults(func=_reproduce)
 
     rep = sub.add_parser("report", help="rebuild report.md, claims.json and figures from a results directory")

@@ -71,6 +71,39 @@ def _windows(stream, length: int) -> np.ndarray:
     return np.arange(0, T - length + 1)
 
 
+def _fused_twin(cell) -> nn.Module | None:
+    """torch's fused nn.RNN/LSTM/GRU with the cell's parameters (same equations), for fast
+    offline BPTT; None when the cell has no fused twin (leak α < 1)."""
+    if isinstance(cell, VanillaRNN):
+        if cell.leak != 1.0:
+            return None
+        twin = nn.RNN(cell.input_size, cell.hidden_size, nonlinearity=cell.nonlinearity,
+                      bias=cell.bias, batch_first=True)
+    elif isinstance(cell, (LSTM, GRU)):
+        kind = nn.LSTM if isinstance(cell, LSTM) else nn.GRU
+        twin = kind(cell.input_size, cell.hidden_size, bias=cell.bias, batch_first=True)
+    else:
+        return None
+    twin = twin.to(next(cell.parameters()).dtype)
+    with torch.no_grad():
+        for name, p in cell.named_parameters():
+            getattr(twin, f"{name}_l0").copy_(p)
+    return twin
+
+
+def _unroll(cell, fused: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """Hidden outputs h_t for a batch of windows x (batch, length, I), from zero state."""
+    if fused is not None:
+        return fused(x)[0]
+    stacked = [p.unsqueeze(0) for p in cell.parameters()]
+    s = torch.zeros(1, x.shape[0], cell.state_size, dtype=x.dtype)
+    out = []
+    for t in range(x.shape[1]):
+        s = cell.step(stacked, s, x[:, t].unsqueeze(0))
+        out.append(cell.hidden(s[0]))
+    return torch.stack(out, dim=1)
+
+
 def pretrain(exp: Experiment, seed: int) -> Snapshot:
     """Offline BPTT on a regime-A stream, float64: ``pretrain_updates`` Adam updates on
     batches of random windows (whole sequences for sequence tasks), gradient norm clipped
@@ -84,7 +117,9 @@ def pretrain(exp: Experiment, seed: int) -> Snapshot:
     starts = _windows(data, length)
     batch = exp.pretrain_batch
     rng = np.random.default_rng(derived_seed(seed, "pretrain_batches"))
-    params = [*cell.parameters(), *readout.parameters()]
+    fused = _fused_twin(cell)
+    model = fused if fused is not None else cell
+    params = [*model.parameters(), *readout.parameters()]
     opt = torch.optim.Adam(params, lr=exp.pretrain_lr)
     history = []
     for _ in range(exp.pretrain_updates):
@@ -93,21 +128,17 @@ def pretrain(exp: Experiment, seed: int) -> Snapshot:
         x, y = data.inputs[window], data.targets[window]  # (batch, length, ·)
         mask = data.error_mask[window].clone()
         mask[:, :burn_in] = False
-        stacked = [p.unsqueeze(0) for p in cell.parameters()]
-        s = torch.zeros(1, batch, cell.state_size, dtype=torch.float64)
-        total, count = 0.0, 0
-        for t in range(length):
-            s = cell.step(stacked, s, x[:, t].unsqueeze(0))
-            if bool(mask[:, t].any()):
-                pred = readout(cell.hidden(s[0]))
-                total = total + task.loss(pred[mask[:, t]], y[mask[:, t], t]) * int(mask[:, t].sum())
-                count += int(mask[:, t].sum())
-        loss = total / max(count, 1)
+        hidden = _unroll(cell, fused, x)  # (batch, length, n)
+        loss = task.loss(readout(hidden[mask]), y[mask])
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         history.append(float(loss.detach()))
+    if fused is not None:
+        with torch.no_grad():
+            for name, p in cell.named_parameters():
+                p.copy_(getattr(fused, f"{name}_l0"))
     h = np.asarray(history)
     tenth = max(1, len(h) // 10)
     block = max(1, len(h) // 50)
@@ -185,6 +216,7 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     losses = np.full(T, np.nan)
     diverged_at = None
     conds: list[float] = []
+    trace = PredictionTrace(exp.pre_shift_steps, T) if "predictions" in exp.diagnostics else None
     t0 = time.perf_counter()
     for t in range(T):
         try:
@@ -195,7 +227,10 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
                 conds.extend(condition_numbers(cell, learner.state.view(1, 1, -1), x[t].view(1, 1, -1)))
             if not bool(mask[t]):
                 continue
-            loss = task.loss(readout(h), y[t])
+            prediction = readout(h)
+            if trace is not None:
+                trace.record(t, prediction, y[t])
+            loss = task.loss(prediction, y[t])
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise DivergenceError(t, "loss")
@@ -215,7 +250,9 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     pre = losses[: exp.pre_shift_steps]
     pre = pre[np.asarray(mask[: exp.pre_shift_steps], dtype=bool)]
     tail = pre[-max(1, len(pre) // 2) :]
+    extras = {"predictions": trace.to_dict()} if trace is not None else {}
     return {
+        **extras,
         "L": L,
         "L_end": L_end,
         "L_pre_shift": float(tail.mean()) if tail.size and np.all(np.isfinite(tail)) else math.inf,
@@ -242,3 +279,32 @@ def _binned_curve(losses: np.ndarray, mask, bins: int) -> list[float | None]:
         else:
             out.append(float(seg.mean()))
     return out
+
+
+# -- opt-in diagnostic: decoded vs true outputs around the shift ("predictions") -------------
+class PredictionTrace:
+    """Outputs and targets of three windows of ``PREDICTION_WINDOW`` steps (fewer if the
+    stream is short): the last steps before the shift ("pre"), the first after it ("post")
+    and the last of the adaptation window ("end"); every ``stride``-th step is kept, so at
+    most ``PREDICTION_POINTS`` points per window are stored in the result file."""
+
+    PREDICTION_WINDOW = 200
+    PREDICTION_POINTS = 100
+
+    def __init__(self, shift: int, total: int):
+        after = total - shift
+        w = max(1, min(self.PREDICTION_WINDOW, shift, after // 2 if after > 1 else after))
+        self.stride = max(1, -(-w // self.PREDICTION_POINTS))
+        self.windows = {"pre": (shift - w, shift), "post": (shift, shift + w), "end": (total - w, total)}
+        self.data = {k: {"step": [], "prediction": [], "target": []} for k in self.windows}
+
+    def record(self, t: int, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        for name, (a, b) in self.windows.items():
+            if a <= t < b and (t - a) % self.stride == 0:
+                d = self.data[name]
+                d["step"].append(t)
+                d["prediction"].append([float(v) for v in prediction.detach().reshape(-1)])
+                d["target"].append([float(v) for v in target.reshape(-1)])
+
+    def to_dict(self) -> dict:
+        return {"stride": self.stride, **self.data}

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .adding import Adding
+from .bci import BCI
 from .base import REGIMES, AbstractTask, Stream, stream_generator
 from .lorenz import Lorenz
 from .marschall_add import MarschallAdd
@@ -24,6 +25,7 @@ __all__ = [
     "TASKS",
     "AbstractTask",
     "Adding",
+    "BCI",
     "Lorenz",
     "MarschallAdd",
     "Mimic",
@@ -45,7 +47,7 @@ def register(cls: type[AbstractTask]) -> type[AbstractTask]:
     return cls
 
 
-for _cls in (Sine, Lorenz, Adding, MarschallAdd, Mimic):
+for _cls in (Sine, Lorenz, Adding, MarschallAdd, Mimic, BCI):
     register(_cls)
 
 

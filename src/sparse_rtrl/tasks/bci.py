@@ -1,0 +1,431 @@
+"""Decoding 2-D velocity from binned spike counts; the shift is a new recording session.
+
+Regime A is session A (the decoder's training day), regime B is session B (a later day,
+or the same array after electrode drift). Sources (the ``source`` option):
+
+- ``"synthetic"`` (default): a :class:`~sparse_rtrl.data.DriftingPopulation`; the two
+  sessions' tunings are fixed by ``population_seed``, B drifted from A by ``drift``; the
+  stream seed draws the reaches and the spike noise.
+- ``"chewie"``: two real sessions of monkey Chewie 77 days apart (2013-10-03 → 2013-12-19,
+  the "moving" bins), 174 and 155 sorted units that are **not** matched across days.
+- ``"stevenson"``: one real session (Stevenson et al. 2011); its first part is A, the rest
+  with **simulated** drift (:func:`~sparse_rtrl.data.simulate_drift`) is B.
+- ``"files"``: the user's two recordings, ``session_a`` and ``session_b``, read by the
+  loaders of :mod:`sparse_rtrl.data`.
+
+See docs/bci.md for the design.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigurationError
+from .base import (
+    AbstractTask,
+    Segments,
+    Stream,
+    check_count,
+    check_float,
+    continuous_stream,
+    fmt,
+    set_field,
+)
+
+Tensor = torch.Tensor
+
+SOURCES = ("synthetic", "chewie", "stevenson", "files")
+TRANSFORMS = ("sqrt", "log1p", "none")
+
+#: the shared recordings, by source (see ../shared/data/README.md)
+CHEWIE_FILES = ("chewie_2013-10-03_bin100ms_moving.npz", "chewie_2013-12-19_bin100ms_moving.npz")
+STEVENSON_FILE = "stevenson2011_m1.mat"
+DATA_ENV = "SPARSE_RTRL_DATA"
+
+#: bins of the fixed-seed reference draw of synthetic session A that gives its statistics
+SYNTHETIC_REFERENCE_BINS = 12_000
+_REFERENCE_SEED = 2**31 - 1
+
+#: a channel whose transformed counts do not vary at all in session A is scaled by 1
+_MIN_STD = 1e-9
+
+# options that only some sources read, with their defaults: any other value is refused
+_ONLY_FOR = {
+    "n_channels": (("synthetic",), 96),
+    "population_seed": (("synthetic",), 0),
+    "drift": (("synthetic", "stevenson"), 0.5),
+    "drift_seed": (("stevenson",), 0),
+    "split": (("stevenson",), 0.5),
+    "data_dir": (("chewie", "stevenson"), None),
+    "session_a": (("files",), None),
+    "session_b": (("files",), None),
+    "bin_size": (("synthetic", "files"), None),
+}
+
+
+def default_data_dir() -> Path | None:
+    """Where the shared recordings are looked for: ``$SPARSE_RTRL_DATA`` if set, else
+    ``../shared/data`` relative to the current directory if it exists, else None."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    here = Path("../shared/data")
+    return here if here.is_dir() else None
+
+
+def data_files(source: str, data_dir=None) -> list[Path]:
+    """The files a real source reads, under ``data_dir`` (default: :func:`default_data_dir`)."""
+    base = Path(data_dir) if data_dir is not None else default_data_dir()
+    names = {"chewie": CHEWIE_FILES, "stevenson": (STEVENSON_FILE,)}.get(source)
+    if names is None:
+        raise ConfigurationError(f"source {source!r} reads no shared recording; the real ones are chewie, stevenson")
+    if base is None:
+        base = Path("../shared/data")
+    return [base / n for n in names]
+
+
+def available(source: str, data_dir=None) -> bool:
+    """Whether every file of a real source exists under ``data_dir``."""
+    return all(p.is_file() for p in data_files(source, data_dir))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One session as the decoder sees it: inputs (T, width) and targets (T, 2), both
+    z-scored with session A's statistics, plus the raw counts' provenance."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    trial: np.ndarray
+    source: str
+    units: int
+
+
+@dataclass(frozen=True)
+class BCI(AbstractTask):
+    """Input x_t = (f(y_t) − μ_A)/σ_A, target (v_t − m_A)/s_A; MSE at every step.
+
+    y_t ∈ ℕ^C: the spike counts of bin t (zero-padded to a common width C when the two
+    sessions have different numbers of channels: a missing channel reads 0 spikes, like a
+    silent electrode); f: ``transform`` (√y by default, variance-stabilising for Poisson
+    counts); μ_A, σ_A: per-channel mean and std of f(y) over session A, σ_A floored at
+    ``std_floor`` × its median over channels (a channel nearly silent in A would otherwise
+    turn one spike into tens of σ: plain z-scoring puts Stevenson's session B at 50 σ);
+    v_t: the bin's 2-D velocity, m_A and s_A its per-component mean and std over session A.
+    Session B is normalised with **A's** statistics, so the drift (lost, new, rescaled
+    channels) shows in the inputs exactly as a deployed decoder would see it.
+
+    Streams. For ``"synthetic"`` every seed is a fresh draw (reaches and spike noise) of the
+    two fixed sessions, and ``sample_shift`` is one continuous reach trajectory whose
+    tuning switches from A to B at the shift. For the real sources the stream is the
+    recording itself, the same for every seed (seeds then vary the model's initialisation,
+    pretraining batches and masks): ``sample(r, steps, ·)`` starts at the first bin of
+    session r; ``sample_shift(before, after, ·)`` is the last ``before`` bins of A then the
+    first ``after`` bins of B. A stream longer than its session wraps around to its start
+    (``info["repeat"]`` counts the passes, 0 on the first); the C9 experiments take
+    adaptation windows no longer than session B, so every scored bin is seen once.
+
+    ``info``: ``"regime"``; ``"bin"`` (int64) the bin of the session; ``"repeat"`` (int64);
+    ``"trial"`` (int64) the trial or reach of the bin (−1 if unknown; real trials are
+    concatenated, so the signals jump where it changes).
+    """
+
+    source: str = "synthetic"
+    """"synthetic", "chewie", "stevenson" or "files" (see the module docstring)."""
+    transform: str = "sqrt"
+    """f applied to the counts before z-scoring: "sqrt", "log1p" or "none"."""
+    std_floor: float = 0.5
+    """σ_A of a channel is floored at this fraction of the median channel's σ_A (0: plain
+    z-scoring), so a channel nearly silent in A cannot blow up to tens of σ when it fires."""
+    n_channels: int = 96
+    """synthetic: channels of the simulated array."""
+    population_seed: int = 0
+    """synthetic: the seed of the population's tunings (sessions A and B)."""
+    drift: float = 0.5
+    """synthetic: d of DriftingPopulation between A and B; stevenson: d of simulate_drift."""
+    drift_seed: int = 0
+    """stevenson: the seed of the simulated drift (which channels are lost, gains, …)."""
+    split: float = 0.5
+    """stevenson: the fraction of the recording that forms session A (the rest is B)."""
+    data_dir: str | None = None
+    """chewie, stevenson: the folder of the shared recordings (None: $SPARSE_RTRL_DATA,
+    else ../shared/data relative to the current directory)."""
+    session_a: str | None = None
+    """files: session A (.npz or MATLAB v5 .mat of binned counts, MATLAB v7.3 Indy file or
+    NWB file)."""
+    session_b: str | None = None
+    """files: session B, same formats."""
+    bin_size: float | None = None
+    """synthetic: Δ in s (None: 0.05); files: Δ, required for spike-time files (Indy, NWB)
+    and for .npz files without ``bin_s``, overrides the stored value otherwise."""
+
+    name = "bci"
+    continuous_error = True
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ConfigurationError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.transform not in TRANSFORMS:
+            raise ConfigurationError(f"transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
+        for option, (sources, default) in _ONLY_FOR.items():
+            if self.source not in sources and getattr(self, option) != default:
+                raise ConfigurationError(
+                    f"option {option} applies to source(s) {', '.join(sources)} only, not to "
+                    f"{self.source!r}: leave it at {default!r}")
+        set_field(self, "n_channels", check_count(self.n_channels, "n_channels", minimum=1))
+        set_field(self, "population_seed", check_count(self.population_seed, "population_seed", minimum=0))
+        set_field(self, "drift_seed", check_count(self.drift_seed, "drift_seed", minimum=0))
+        drift = check_float(self.drift, "drift", low=0.0)
+        if drift > 1:
+            raise ConfigurationError(f"drift must lie in [0, 1], got {drift}")
+        set_field(self, "drift", drift)
+        split = check_float(self.split, "split", positive=True)
+        if split >= 1:
+            raise ConfigurationError(f"split must lie in (0, 1), got {split}")
+        set_field(self, "split", split)
+        set_field(self, "std_floor", check_float(self.std_floor, "std_floor", low=0.0))
+        if self.bin_size is not None:
+            set_field(self, "bin_size", check_float(self.bin_size, "bin_size", positive=True))
+        if self.source == "files" and (self.session_a is None or self.session_b is None):
+            raise ConfigurationError("source 'files' needs session_a= and session_b= (paths of the two recordings)")
+        for option in ("data_dir", "session_a", "session_b"):
+            value = getattr(self, option)
+            if value is not None:
+                set_field(self, option, str(value))
+
+    # -- sizes and description ---------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        if self.source == "synthetic":
+            return self.n_channels
+        return _prepared(self)[0].inputs.shape[1]
+
+    @property
+    def output_size(self) -> int:
+        return 2
+
+    def describe_shift(self) -> str:
+        norm = f"{self.transform} counts and velocity z-scored with session A's statistics"
+        if self.source == "synthetic":
+            return (f"synthetic {self.n_channels}-channel array, session A → B with drift d = "
+                    f"{fmt(self.drift)} (units lost, new units, gain and baseline changes; "
+                    f"population seed {self.population_seed}); {norm}")
+        if self.source == "chewie":
+            return ("recorded sessions of monkey Chewie 2013-10-03 → 2013-12-19 (77 days; moving bins; "
+                    "174 → 155 sorted units, not matched across days, zero-padded to 174 inputs; "
+                    f"Dyer et al. 2017); {norm}")
+        if self.source == "stevenson":
+            return (f"real M1 session (Stevenson et al. 2011): first {fmt(100 * self.split)} % → rest with "
+                    f"SIMULATED drift d = {fmt(self.drift)} (seed {self.drift_seed}; not a recorded "
+                    f"second session); {norm}")
+        return (f"user recordings {Path(self.session_a).name} → {Path(self.session_b).name} "
+                f"(channels aligned by column, zero-padded to a common width); {norm}")
+
+    def sessions_source(self) -> tuple[str, str]:
+        """Where sessions A and B come from (B's says "simulated drift" for stevenson)."""
+        if self.source == "synthetic":
+            return (f"synthetic DriftingPopulation(seed={self.population_seed}, drift={self.drift:g}), session 0",
+                    f"synthetic DriftingPopulation(seed={self.population_seed}, drift={self.drift:g}), session 1")
+        a, b, _ = _prepared(self)
+        return a.source, b.source
+
+    def session_bins(self) -> tuple[int, int]:
+        """(T_A, T_B), the bins of the two recorded sessions (real sources: loads the files)."""
+        if self.source == "synthetic":
+            raise ConfigurationError("synthetic sessions have no fixed length: any number of steps is drawn")
+        a, b, _ = _prepared(self)
+        return a.inputs.shape[0], b.inputs.shape[0]
+
+    def normalisation(self) -> dict[str, np.ndarray]:
+        """Session A's statistics: ``input_mean``, ``input_std`` (width,), ``velocity_mean``,
+        ``velocity_std`` (2,), as applied to both sessions."""
+        if self.source == "synthetic":
+            return dict(_synthetic_reference(self))
+        return dict(_prepared(self)[2])
+
+    # -- streams ---------------------------------------------------------------------------------
+    def _generate(self, segments: Segments, gen: torch.Generator) -> Stream:
+        if self.source == "synthetic":
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen, dtype=torch.int64))
+            x, v, trial = _synthetic_stream(self, segments, seed)
+            stats = _synthetic_reference(self)
+            x = (_transform(x, self.transform) - stats["input_mean"]) / stats["input_std"]
+            v = (v - stats["velocity_mean"]) / stats["velocity_std"]
+            T = x.shape[0]
+            info = {"bin": np.arange(T), "repeat": np.zeros(T, dtype=np.int64), "trial": trial}
+        else:
+            x, v, info = _real_stream(self, segments)
+        return _stream(x, v, segments, info)
+
+
+# -- assembling a stream ------------------------------------------------------------------------
+def _stream(x, v, segments: Segments, info: dict) -> Stream:
+    extras = {k: torch.as_tensor(np.asarray(a, dtype=np.int64)) for k, a in info.items()}
+    return continuous_stream(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(v, dtype=torch.float64),
+                             segments, **extras)
+
+
+def _transform(counts: np.ndarray, how: str) -> np.ndarray:
+    y = np.asarray(counts, dtype=np.float64)
+    if how == "sqrt":
+        return np.sqrt(y)
+    if how == "log1p":
+        return np.log1p(y)
+    return y
+
+
+def _statistics(features: np.ndarray, velocity: np.ndarray, floor: float) -> dict[str, np.ndarray]:
+    """μ_A, σ_A of the transformed counts (σ floored at ``floor`` × the median channel's σ)
+    and m_A, s_A of the velocity."""
+    std = features.std(axis=0)
+    lowest = floor * float(np.median(std))
+    std = np.maximum(std, lowest)
+    return {
+        "input_mean": features.mean(axis=0),
+        "input_std": np.where(std < _MIN_STD, 1.0, std),
+        "velocity_mean": velocity.mean(axis=0),
+        "velocity_std": np.maximum(velocity.std(axis=0), _MIN_STD),
+    }
+
+
+# -- synthetic ------------------------------------------------------------------------------------
+def _population(task: BCI):
+    from ..data import DriftingPopulation
+
+    return DriftingPopulation(n_channels=task.n_channels, drift=task.drift,
+                              bin_size=0.05 if task.bin_size is None else task.bin_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _synthetic_tunings(task: BCI) -> dict:
+    a, b = _population(task).tunings(2, task.population_seed)
+    return {"A": a, "B": b}
+
+
+def _synthetic_stream(task: BCI, segments: Segments, seed: int):
+    """Counts (T, C), velocity (T, 2) and reach index of one draw: one continuous reach
+    trajectory and within-session drift, each segment's rates from its regime's tuning."""
+    from ..data import reach_trajectory
+
+    pop, tunings = _population(task), _synthetic_tunings(task)
+    T, C, dt = sum(n for _, n in segments), pop.n_channels, pop.bin_size
+    behaviour = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    noise = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    velocity, reach = reach_trajectory(T, dt, behaviour, workspace=pop.workspace,
+                                       reach_duration=pop.reach_duration, hold_duration=pop.hold_duration)
+    within = np.exp(pop.within_session_drift * np.cumsum(noise.standard_normal((T, C)) * math.sqrt(dt / 60.0), axis=0))
+    mean = np.empty((T, C))
+    start = 0
+    for regime, n in segments:
+        part = slice(start, start + n)
+        mean[part] = pop.rates(tunings[regime], velocity[part], within[part]) * dt
+        start += n
+    if pop.dispersion > 0:
+        shape = 1.0 / pop.dispersion
+        mean = mean * noise.gamma(shape, 1.0 / shape, size=mean.shape)
+    return noise.poisson(mean), velocity, reach
+
+
+@functools.lru_cache(maxsize=16)
+def _synthetic_reference(task: BCI) -> dict[str, np.ndarray]:
+    """Session A's statistics from a fixed-seed draw of ``SYNTHETIC_REFERENCE_BINS`` bins."""
+    counts, velocity, _ = _synthetic_stream(task, (("A", SYNTHETIC_REFERENCE_BINS),), _REFERENCE_SEED)
+    return _statistics(_transform(counts, task.transform), velocity, task.std_floor)
+
+
+# -- real recordings -----------------------------------------------------------------------------
+def _load(path: Path, bin_size: float | None):
+    """A session from any supported file: .npz / MATLAB v5 .mat (binned), MATLAB v7.3 .mat
+    (O'Doherty/Sabes, spike times) or .nwb (spike times); NaN-velocity bins are dropped."""
+    from ..data import DataError, load_binned, load_indy, load_nwb
+
+    if not path.is_file():
+        raise DataError(path, "no such file" + _where_hint(path))
+    suffix = path.suffix.lower()
+    spike_times = suffix == ".nwb" or (suffix == ".mat" and _is_hdf5(path))
+    if spike_times and bin_size is None:
+        raise ConfigurationError(f"{path}: a spike-time recording needs a bin width: pass bin_size= (--bin-size)")
+    if suffix == ".nwb":
+        session = load_nwb(path, bin_size)
+    elif spike_times:
+        session = load_indy(path, bin_size)
+    else:
+        session = load_binned(path, bin_size=bin_size)
+    return session.finite()
+
+
+def _where_hint(path: Path) -> str:
+    return (f" (looked in {path.parent}; set the data folder with data_dir= / --data-dir or the "
+            f"{DATA_ENV} environment variable)")
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _sessions(task: BCI):
+    """The raw sessions A and B of a real source."""
+    if task.source == "chewie":
+        a, b = data_files("chewie", task.data_dir)
+        return _load(a, None), _load(b, None)
+    if task.source == "stevenson":
+        from ..data import simulate_drift
+
+        (path,) = data_files("stevenson", task.data_dir)
+        real = _load(path, None)
+        cut = int(round(task.split * real.n_bins))
+        if not 0 < cut < real.n_bins:
+            raise ConfigurationError(f"split={task.split} leaves an empty session of the {real.n_bins} bins")
+        return real.take(slice(0, cut)), simulate_drift(real.take(slice(cut, None)), task.drift, task.drift_seed)
+    return _load(Path(task.session_a), task.bin_size), _load(Path(task.session_b), task.bin_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
+    """Both sessions, zero-padded to a common width, transformed and z-scored with A's
+    statistics; and those statistics."""
+    a, b = _sessions(task)
+    width = max(a.n_channels, b.n_channels)
+    feats, vels = [], []
+    for s in (a, b):
+        counts = np.zeros((s.n_bins, width))
+        counts[:, : s.n_channels] = s.counts.numpy()
+        feats.append(_transform(counts, task.transform))
+        vels.append(s.velocity.numpy())
+    stats = _statistics(feats[0], vels[0], task.std_floor)
+    out = []
+    for s, f, v in zip((a, b), feats, vels):
+        trial = s.trial_id.numpy() if s.trial_id is not None else np.full(s.n_bins, -1)
+        out.append(Prepared(
+            inputs=(f - stats["input_mean"]) / stats["input_std"],
+            targets=(v - stats["velocity_mean"]) / stats["velocity_std"],
+            trial=trial, source=s.source, units=s.n_channels))
+    return out[0], out[1], stats
+
+
+def _real_stream(task: BCI, segments: Segments):
+    """The recording: a lone segment from the session's first bin; in a shift, the A part
+    is the session's last bins and the B part its first. Longer than the session: wraps."""
+    sessions = dict(zip(("A", "B"), _prepared(task)[:2]))
+    xs, vs, bins, repeats, trials = [], [], [], [], []
+    shift = len(segments) > 1
+    for j, (regime, n) in enumerate(segments):
+        s = sessions[regime]
+        T = s.inputs.shape[0]
+        if shift and j == 0:
+            position = np.arange(T * math.ceil(n / T) - n, T * math.ceil(n / T))  # ends on the last bin
+        else:
+            position = np.arange(n)
+        index = position % T
+        xs.append(s.inputs[index]), vs.append(s.targets[index]), trials.append(s.trial[index])
+        bins.append(index), repeats.append(position // T)
+    info = {"bin": np.concatenate(bins), "repeat": np.concatenate(repeats), "trial": np.concatenate(trials)}
+    return np.concatenate(xs), np.concatenate(vs), info
