@@ -57,9 +57,12 @@ class UnitLocalImmediate:
     def units(self) -> int:
         return self.d[0].shape[-1]
 
+    def tensors(self) -> list[Tensor]:
+        """Every distinct factor (blocks share their d_p or u_p, so each is listed once)."""
+        return list({id(t): t for t in (*self.d, *self.u) if t is not None}.values())
+
     def is_finite(self) -> bool:
-        ok = all(bool(torch.isfinite(d).all()) for d in self.d)
-        return ok and all(u is None or bool(torch.isfinite(u).all()) for u in self.u)
+        return all(bool(torch.isfinite(t).all()) for t in self.tensors())
 
     def block_values(self, index: int) -> Tensor:
         """C_p = d_p ⊗ u_p as ``(E, B, S, G, n, L_p)``."""
@@ -181,6 +184,9 @@ class DenseImmediate:
 
     layout: ParamLayout
     values: Tensor
+
+    def tensors(self) -> list[Tensor]:
+        return [self.values]
 
     def is_finite(self) -> bool:
         return bool(torch.isfinite(self.values).all())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -13,6 +14,18 @@ from .errors import DivergenceError, InputError
 from .transport import AbstractTransport, TransportContext, load_state, make_transport, state_to_dict
 
 Tensor = torch.Tensor
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """Whether every element of every tensor is finite, with one fused reduction and one sync
+    in the usual case: a NaN or inf makes the 2-norm NaN or inf. The 2-norm can also overflow
+    for huge finite values, so a non-finite norm is confirmed element-wise."""
+    tensors = [t for t in tensors if t.numel()]
+    if not tensors:
+        return True
+    if all(math.isfinite(v) for v in torch.stack(torch._foreach_norm(tensors, 2.0)).tolist()):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class OnlineLearner(nn.Module):
@@ -126,7 +139,7 @@ class OnlineLearner(nn.Module):
                 f"input of shape {tuple(x.shape)} does not fit this learner: expected "
                 f"{self._expected_shapes()} (input_size={I})"
             )
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        if self.check_finite and not _all_finite([x.detach()]):
             raise InputError(
                 f"the input at step {self.steps} contains NaN or inf: clean the stream (e.g. drop "
                 "or impute the sample, torch.nan_to_num) before step(); nothing was changed"
@@ -203,7 +216,8 @@ class OnlineLearner(nn.Module):
                 f"got a batch of {batch} streams but this learner is running {self._state.shape[1]}: "
                 "call reset_state() to start new streams with a different batch size"
             )
-        if self._state.device != self._param.device or self._state.dtype != self._param.dtype:
+        p = self._param
+        if self._state.device != p.device or self._state.dtype != p.dtype:
             raise InputError(
                 "the cell was moved to another device or dtype mid-stream: call reset_state() "
                 "after moving it (or move it before the first step)"
@@ -241,6 +255,11 @@ class OnlineLearner(nn.Module):
         return h
 
     def _check_step(self, derivs: StepDerivatives) -> None:
+        fused = [derivs.state, *derivs.immediate.tensors()]
+        if derivs.jacobian is not None:
+            fused.append(derivs.jacobian)
+        if _all_finite(fused):
+            return  # the usual case; otherwise the checks below name what is not finite
         for what, ok in (
             ("state", lambda: bool(torch.isfinite(derivs.state).all())),
             ("Jacobian J_t", lambda: derivs.jacobian is None or bool(torch.isfinite(derivs.jacobian).all())),
@@ -266,7 +285,7 @@ class OnlineLearner(nn.Module):
                 "the loss does not require grad: compute it from the h returned by step(), "
                 "outside torch.no_grad()"
             )
-        if self.check_finite and not bool(torch.isfinite(loss.detach()).all()):
+        if self.check_finite and not _all_finite([loss.detach()]):
             raise InputError(
                 f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
                 "the targets and the readout (a diverged model raises DivergenceError instead)"
@@ -288,7 +307,7 @@ class OnlineLearner(nn.Module):
         delta = h.reshape(E, -1, H)
         with torch.no_grad():
             grads = self.transport.gradient(self._rule_state, delta)
-            if self.check_finite and not all(bool(torch.isfinite(g).all()) for g in grads):
+            if self.check_finite and not _all_finite(grads):
                 raise DivergenceError(
                     self.steps - 1, "gradient", "The readout gradients were accumulated; the cell's were not."
                 )
