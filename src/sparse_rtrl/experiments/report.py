@@ -156,7 +156,8 @@ def build_report(out: Path | str) -> Path:
         ci = f"{s.ci95[0]:.1f} – {s.ci95[1]:.1f}" if s and s.n_scored and all(map(math.isfinite, s.ci95)) else "—"
         lines.append(f"| {c.id} | {c.claim} | {c.paper} | {c.measured or '—'} | {ci} | "
                      f"{s.n_seeds if s else '—'} | {s.n_diverged if s else '—'} | **{c.verdict}** |")
-    lines += ["", "## Verdict rules", "", f"- Numeric claims (C1, C11): {NUMERIC_RULE}."]
+    numeric = ", ".join(dict.fromkeys(c.id for c in claims if c.rule == NUMERIC_RULE)) or "none measured"
+    lines += ["", "## Verdict rules", "", f"- Numeric claims ({numeric}): {NUMERIC_RULE}."]
     for c in claims:
         if c.rule and c.rule != NUMERIC_RULE and c.verdict != "not yet measured":
             lines.append(f"- {c.id}: {c.rule}.")
