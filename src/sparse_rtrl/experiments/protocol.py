@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -158,14 +159,24 @@ def adaptation_stream(exp: Experiment, task, seed: int):
     return s.inputs, s.targets, s.error_mask, s.starts
 
 
-def make_learner(method: Method, cell, seed: int) -> OnlineLearner:
-    """The learner of a method; frozen and readout-only use the cheap immediate rule (unused)."""
+def make_learner(method: Method, cell, seed: int | Sequence[int]) -> OnlineLearner:
+    """The learner of a method; frozen and readout-only use the cheap immediate rule (unused).
+
+    ``seed`` is the run's seed, or one seed per member for an ensemble cell: member e then
+    draws its masks / noise from exactly the generator its solo run would use
+    (``derived_seed(seed[e], "masks")``, or the method's own ``seed`` option for every member).
+    """
     if method.rule in (FROZEN, READOUT):
         return OnlineLearner(cell, "immediate")
     options = dict(method.options)
     rule = RULES.get(method.rule)
-    if rule is not None and "seed" in getattr(rule, "__dataclass_fields__", {}) and "seed" not in options:
-        options["seed"] = derived_seed(seed, "masks")
+    if rule is not None and "seed" in getattr(rule, "__dataclass_fields__", {}):
+        if isinstance(seed, int):
+            options.setdefault("seed", derived_seed(seed, "masks"))
+        elif "seed" in options:
+            options["seed"] = [options["seed"]] * len(seed)  # an int would mean seed + e
+        else:
+            options["seed"] = [derived_seed(s, "masks") for s in seed]
     return OnlineLearner(cell, method.rule, **options)
 
 
@@ -186,31 +197,46 @@ def protocol_for(exp: Experiment):
     return pretrain, adapt
 
 
+def load_model(exp: Experiment, task, seed: int, snapshot: dict, dtype: torch.dtype,
+               device: torch.device) -> tuple[nn.Module, nn.Linear]:
+    """The pretrained cell and readout of ``seed`` in the run's dtype, on its device."""
+    cell, readout = build_model(exp, task, seed)
+    cell.load_state_dict(snapshot["cell_state"])
+    readout.load_state_dict(snapshot["readout_state"])
+    return cell.to(device, dtype), readout.to(device, dtype)
+
+
+def trained_parameters(method: Method, cell, readout) -> list[nn.Parameter]:
+    """What the online optimizer updates: nothing (frozen), the readout, or everything."""
+    if method.rule == FROZEN:
+        return []
+    if method.rule == READOUT:
+        for p in cell.parameters():
+            p.requires_grad_(False)
+        return list(readout.parameters())
+    return [*cell.parameters(), *readout.parameters()]
+
+
+def default_spectrum_every(exp: Experiment, method: Method) -> int:
+    """Every 50 steps for full RTRL when the experiment asks for "jacobian_spectrum", else 0."""
+    return 50 if ("jacobian_spectrum" in exp.diagnostics and method.rule == "full") else 0
+
+
 def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
           curve_bins: int = 200, spectrum_every: int | None = None) -> dict:
     """One online run from ``snapshot``: per-step losses (scored before each update), window
     scores, divergence, timing, and Jacobian condition numbers every ``spectrum_every`` steps
     (default: every 50 steps for full RTRL when the experiment asks for "jacobian_spectrum")."""
     if spectrum_every is None:
-        spectrum_every = 50 if ("jacobian_spectrum" in exp.diagnostics and method.rule == "full") else 0
+        spectrum_every = default_spectrum_every(exp, method)
     task = make_task(exp.task, **exp.task_options)
     dtype = DTYPES[method.dtype or exp.dtype]
-    cell, readout = build_model(exp, task, seed)
-    cell.load_state_dict(snapshot["cell_state"])
-    readout.load_state_dict(snapshot["readout_state"])
     device = torch.device(exp.device)
-    cell, readout = cell.to(device, dtype), readout.to(device, dtype)
+    cell, readout = load_model(exp, task, seed, snapshot, dtype, device)
     x, y, mask, starts = adaptation_stream(exp, task, seed)
     x, y = x.to(device, dtype), y.to(device, dtype)
     learner = make_learner(method, cell, seed)
-    if method.rule == FROZEN:
-        params = []
-    elif method.rule == READOUT:
-        params = list(readout.parameters())
-        for p in cell.parameters():
-            p.requires_grad_(False)
-    else:
-        params = [*cell.parameters(), *readout.parameters()]
+    params = trained_parameters(method, cell, readout)
     opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr) if params else None
     T = x.shape[0]
     losses = np.full(T, np.nan)
@@ -244,6 +270,14 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
             losses[t:] = np.inf
             break
     seconds = time.perf_counter() - t0
+    return run_result(exp, losses, mask, diverged_at, seconds, conds, trace, curve_bins)
+
+
+def run_result(exp: Experiment, losses: np.ndarray, mask, diverged_at: int | None, seconds: float,
+               conds: list[float], trace: "PredictionTrace | None", curve_bins: int) -> dict:
+    """The result dict of one run from its per-step losses (NaN: not scored; inf from the
+    step it diverged at) — the one format every adaptation run is written in."""
+    T = len(losses)
     window = losses[exp.pre_shift_steps :]
     scored = window[np.asarray(mask[exp.pre_shift_steps :], dtype=bool)]
     L, L_end = window_scores(scored)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .config import FROZEN, Experiment, Method, stable_hash
 from .executors import LocalExecutor
+from .grouping import adapt_group, plan_groups, run_count
 from .protocol import protocol_for
 from .selection import choose_lr
 
@@ -99,8 +100,9 @@ def run_key(kind: str, exp: Experiment, seed: int, method: Method | None = None,
     return stable_hash({"format": FORMAT, "kind": kind, "exp": fields, "seed": seed, "method": how, "lr": lr})
 
 
-def execute(job: dict) -> dict:
-    """Run one job (in a worker); returns what the driver writes. One torch thread per run."""
+def execute(job: dict) -> dict | list[dict]:
+    """Run one job (in a worker); returns what the driver writes — for a group of seeds
+    ("adapt_group"), one result per seed. One torch thread per job."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -108,6 +110,9 @@ def execute(job: dict) -> dict:
         pretrain, adapt = protocol_for(exp)
         if job["kind"] == "pretrain":
             return pretrain(exp, job["seed"]).to_dict()
+        if job["kind"] == "adapt_group":
+            snapshots = [torch.load(path, weights_only=False) for path in job["snapshots"]]
+            return adapt_group(exp, job["method"], job["seeds"], snapshots, job["lr"])
         snapshot = torch.load(job["snapshot"], weights_only=False)
         return adapt(exp, job["method"], job["seed"], snapshot, job["lr"])
     finally:
@@ -115,8 +120,9 @@ def execute(job: dict) -> dict:
 
 
 def resources(job: dict) -> dict:
-    """Resource hints of a run for cluster executors: one CPU, memory from the size of M
-    (dense rules keep N·P numbers per stream), a GPU when the experiment runs on CUDA."""
+    """Resource hints of a job for cluster executors: one CPU, memory from the size of M
+    (dense rules keep N·P numbers per stream and per member of a group of seeds), a GPU when
+    the experiment runs on CUDA."""
     exp: Experiment = job["experiment"]
     n = exp.hidden_size
     N = 2 * n if exp.cell == "lstm" else n
@@ -124,7 +130,8 @@ def resources(job: dict) -> dict:
     P = gates * n * (n + 100 + 2)  # inputs: ≤ 100 channels in every task here
     dtype = (job.get("method") and job["method"].dtype) or exp.dtype
     itemsize = 8 if dtype == "float64" else 4
-    hint = {"num_cpus": 1, "memory": int(2 * N * P * itemsize + 400 * 2**20)}
+    members = len(job.get("seeds", ())) or 1
+    hint = {"num_cpus": 1, "memory": int(2 * members * N * P * itemsize + 400 * 2**20)}
     if exp.device.startswith("cuda"):
         hint["num_gpus"] = 1
     return hint
@@ -134,16 +141,20 @@ class Sweep:
     """All runs of a list of experiments under ``out``; :meth:`run` does what is missing.
 
     ``task`` is the function executed per job (``execute``; tests swap in fault injection).
+    ``ensembles``: run the seeds of one (experiment, method, lr) as one ensemble job where
+    that pays off (see ``grouping.groupable``); None (default) means yes unless
+    ``$SPARSE_RTRL_NO_ENSEMBLE`` is set. Result files are the same either way.
     """
 
     def __init__(self, out: Path | str, experiments: Iterable[Experiment], executor=None,
-                 profile: str = "custom", progress: bool = True, task=None):
+                 profile: str = "custom", progress: bool = True, task=None, ensembles: bool | None = None):
         self.layout = Layout(Path(out))
         self.experiments = list(experiments)
         self.executor = executor or LocalExecutor()
         self.task = task or execute
         self.profile = profile
         self.progress = progress
+        self.ensembles = ensembles
         self._commit = _git_commit()
 
     # -- planning -------------------------------------------------------------------------
@@ -243,20 +254,23 @@ class Sweep:
 
     def _execute(self, stage: str, jobs: list[dict], limit: list[int]) -> None:
         jobs = self._dedupe(jobs)
-        if limit[0] is not None:
+        if limit[0] is not None:  # the limit counts runs, before they are grouped
             jobs = jobs[: max(0, limit[0])]
             limit[0] -= len(jobs)
         if not jobs:
             return
+        runs = len(jobs)
+        jobs = plan_groups(jobs, self.ensembles)
         failures = []
-        bar = tqdm(total=len(jobs), desc=stage, disable=not self.progress, unit="run")
-        payload = [{k: v for k, v in job.items() if k not in ("path", "meta", "also")} for job in jobs]
+        bar = tqdm(total=runs, desc=stage, disable=not self.progress, unit="run")
+        # workers get what they run, not the driver's paths, run keys and "also" targets
+        payload = [{k: v for k, v in job.items() if k not in ("path", "meta", "also", "members")} for job in jobs]
         by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
         for sent, result, err in self.executor.map(self.task, payload):
             job = by_id[id(sent)]
-            bar.update(1)
+            bar.update(run_count(job))
             if err is not None:
-                failures.append((job, err))
+                failures.extend((member, err) for member in job.get("members", [job]))
                 continue
             self._write(job, result)
         bar.close()
@@ -264,7 +278,11 @@ class Sweep:
             lines = "\n".join(f"  {j['meta']['experiment']} {j['kind']} seed {j['seed']}: {e!r}" for j, e in failures)
             raise RuntimeError(f"{len(failures)} run(s) failed (finished runs are saved; rerun to retry):\n{lines}")
 
-    def _write(self, job: dict, result: dict) -> None:
+    def _write(self, job: dict, result: dict | list[dict]) -> None:
+        if job["kind"] == "adapt_group":  # one file per seed, as if each had run alone
+            for member, member_result in zip(job["members"], result, strict=True):
+                self._write(member, member_result)
+            return
         if job["kind"] == "pretrain":
             path: Path = job["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
