@@ -636,7 +636,8 @@ def main(argv=None) -> None:
         configs = [c for c in configs if c["name"] not in done]
         data.setdefault("notes", []).append(
             f"resumed on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} with `{Path(sys.executable).name} "
-            f"{' '.join(sys.argv)}` for the {len(configs)} configurations the first run had not reached "
+            f"{' '.join(sys.argv)}`: {len(configs)} configurations the first run had not reached"
+            f"{'' if args.no_learner_table else ' and the issue-2 learner table'} "
             f"(load average then: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
