@@ -120,8 +120,12 @@ def c1(v):
         return _missing(cid, claim, paper)
     s = e.recovery_summary("sparse k=4")
     imm = e.recovery_summary("sparse k=4", reference="immediate")
-    return ClaimResult(cid, claim, paper, numeric_verdict(s, 84, 6), NUMERIC_RULE, s, fmt(s),
-                       [f"recovery relative to the immediate rule: {fmt(imm)}"])
+    details = [f"recovery relative to the immediate rule: {fmt(imm)}"]
+    # the references say how much of the recovery needs gradient through the recurrence at all
+    details += [f"{what}: {fmt(e.recovery_summary(label))}"
+                for label, what in (("immediate", "immediate (k = 0)"), ("readout", "readout only (cell frozen)"))
+                if e.complete(label)]
+    return ClaimResult(cid, claim, paper, numeric_verdict(s, 84, 6), NUMERIC_RULE, s, fmt(s), details)
 
 
 def c2(v):
