@@ -28,15 +28,6 @@ DT = torch.float64
 I, O = 2, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster and does not fight over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- the reference ----------------------------------------------------------------------------
 def sinusoid(window, d):
     table = torch.zeros(window, d, dtype=DT)

@@ -21,14 +21,6 @@ from sparse_rtrl.tasks import make_task
 W, H = 4, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**changes) -> Experiment:
     exp = Experiment(
         name="tiny_transformer", claims=("C8",), task="sine", task_options={}, cell="transformer",

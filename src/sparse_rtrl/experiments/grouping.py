@@ -147,8 +147,8 @@ def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapsh
             if not bool(mask[t]):
                 continue
             prediction = [readouts[e](h[e, 0]) for e in range(E)]
-            member_losses = [task.loss(prediction[e], y[e, t]) for e in range(E)]
-            values = torch.stack(member_losses).detach().tolist()
+            member_losses = torch.stack([task.loss(prediction[e], y[e, t]) for e in range(E)])
+            values = member_losses.detach().tolist()
             if not all(math.isfinite(v) for v in values):
                 return None  # a member diverged: the caller reruns the seeds solo
             losses[:, t] = values
@@ -156,7 +156,7 @@ def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapsh
                 for e, trace in enumerate(traces):
                     trace.record(t, prediction[e], y[e, t])
             if opt is not None:
-                learner.backward(torch.stack(member_losses).sum())
+                learner.backward(member_losses.sum())
                 opt.step()
                 opt.zero_grad()
     except DivergenceError:

@@ -49,18 +49,33 @@ def build_model(exp: Experiment, task, seed: int) -> tuple[nn.Module, nn.Linear]
 
 @dataclass
 class Snapshot:
-    """The pretrained model of one seed, and how its pretraining went."""
+    """The pretrained model of one seed (RNN or transformer), and how its pretraining went."""
 
     cell_state: dict
     readout_state: dict
     losses: list[float]  # mean loss per logged block of updates
     final_loss: float
     plateau_ratio: float  # loss of the last 10 % of updates / loss of the 10 % before
+    model_config: dict | None = None  # models whose shape is not in the Experiment
+
+    @classmethod
+    def from_history(cls, cell_state: dict, readout_state: dict, history, model_config: dict | None = None) -> "Snapshot":
+        """Summarise the per-update pretraining losses: 50 block means, the mean of the last
+        10 % and its ratio to the 10 % before (≈ 1 once pretraining has plateaued)."""
+        h = np.asarray(history, dtype=float)
+        tenth = max(1, len(h) // 10)
+        block = max(1, len(h) // 50)
+        return cls(
+            cell_state=cell_state, readout_state=readout_state, model_config=model_config,
+            losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
+            final_loss=float(h[-tenth:].mean()),
+            plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
+        )
 
     def to_dict(self) -> dict:
-        return {"cell_state": self.cell_state, "readout_state": self.readout_state,
-                "losses": self.losses, "final_loss": self.final_loss,
-                "plateau_ratio": self.plateau_ratio}
+        out = {"cell_state": self.cell_state, "readout_state": self.readout_state,
+               "losses": self.losses, "final_loss": self.final_loss, "plateau_ratio": self.plateau_ratio}
+        return out if self.model_config is None else {**out, "model_config": self.model_config}
 
 
 def _windows(stream, length: int) -> np.ndarray:
@@ -140,16 +155,8 @@ def pretrain(exp: Experiment, seed: int) -> Snapshot:
         with torch.no_grad():
             for name, p in cell.named_parameters():
                 p.copy_(getattr(fused, f"{name}_l0"))
-    h = np.asarray(history)
-    tenth = max(1, len(h) // 10)
-    block = max(1, len(h) // 50)
-    return Snapshot(
-        cell_state={k: v.clone() for k, v in cell.state_dict().items()},
-        readout_state={k: v.clone() for k, v in readout.state_dict().items()},
-        losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
-        final_loss=float(h[-tenth:].mean()),
-        plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
-    )
+    return Snapshot.from_history({k: v.clone() for k, v in cell.state_dict().items()},
+                                 {k: v.clone() for k, v in readout.state_dict().items()}, history)
 
 
 def adaptation_stream(exp: Experiment, task, seed: int):

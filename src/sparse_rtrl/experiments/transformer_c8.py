@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from fractions import Fraction
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,7 @@ from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfi
 from ..transformer import pretrain as pretrain_windows
 from .claims import ClaimResult, ExperimentView, fmt
 from .config import FROZEN, READOUT, Experiment, Method
-from .metrics import window_scores
-from .protocol import DTYPES, OPTIMIZERS, _binned_curve, derived_seed
+from .protocol import DTYPES, OPTIMIZERS, Snapshot, derived_seed, run_result
 
 CLAIM = "transformer: gradient to the past through 50 % / 33 % of the heads vs all (dense)"
 PAPER = "50 % beats dense; 33 % borderline"
@@ -162,25 +161,7 @@ def load_snapshot(exp: Experiment, task, seed: int, snapshot: dict) -> CausalTra
     return model
 
 
-@dataclass
-class TransformerSnapshot:
-    """The pretrained transformer of one seed (body in ``cell_state``, readout in
-    ``readout_state``) and how its pretraining went."""
-
-    cell_state: dict
-    readout_state: dict
-    model_config: dict
-    losses: list[float]  # mean loss per logged block of updates
-    final_loss: float
-    plateau_ratio: float  # loss of the last 10 % of updates / loss of the 10 % before
-
-    def to_dict(self) -> dict:
-        return {"cell_state": self.cell_state, "readout_state": self.readout_state,
-                "model_config": self.model_config, "losses": self.losses,
-                "final_loss": self.final_loss, "plateau_ratio": self.plateau_ratio}
-
-
-def pretrain(exp: Experiment, seed: int) -> TransformerSnapshot:
+def pretrain(exp: Experiment, seed: int) -> Snapshot:
     """Teacher-forced pretraining on regime A in float64: ``pretrain_updates`` Adam updates
     (lr ``pretrain_lr``) on batches of ``pretrain_batch`` random full windows, each scored at
     its newest position (the prediction the online learner makes)."""
@@ -197,15 +178,7 @@ def pretrain(exp: Experiment, seed: int) -> TransformerSnapshot:
                          batch_size=exp.pretrain_batch, lr=exp.pretrain_lr,
                          seed=derived_seed(seed, "pretrain_batches"), loss_fn=task.loss).numpy()
     body, readout = _split(model)
-    tenth = max(1, len(h) // 10)
-    block = max(1, len(h) // 50)
-    return TransformerSnapshot(
-        cell_state=body, readout_state=readout,
-        model_config=asdict(model.config),
-        losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
-        final_loss=float(h[-tenth:].mean()),
-        plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
-    )
+    return Snapshot.from_history(body, readout, h, model_config=asdict(model.config))
 
 
 def head_options(method: Method) -> dict:
@@ -380,20 +353,10 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     losses, diverged_at = run["losses"], run["diverged_at"]
     T = x.shape[0]
     scored = np.zeros(T, dtype=bool)
-    scored[W - 1 :] = True
-    L, L_end = window_scores(losses[exp.pre_shift_steps :])
-    pre = losses[W - 1 : exp.pre_shift_steps]
-    tail = pre[-max(1, len(pre) // 2) :]
+    scored[W - 1 :] = True  # the first W - 1 steps only fill the window
     return {
-        "L": L,
-        "L_end": L_end,
-        "L_pre_shift": float(tail.mean()) if tail.size and np.all(np.isfinite(tail)) else math.inf,
-        "diverged": diverged_at is not None,
-        "diverged_at": diverged_at,
-        "curve": _binned_curve(losses, scored, curve_bins),
-        "seconds": seconds,
+        **run_result(exp, losses, scored, diverged_at, seconds, [], None, curve_bins),
         "steps_per_second": ((diverged_at or T) - (W - 1)) / max(seconds, 1e-9),
-        "condition_numbers": [],
         "heads_kept": heads_kept(head_options(method)["head_fraction"], model.config.heads),
         "head_usage": run["head_usage"],
         "head_profiles": run["profiles"],
