@@ -8,10 +8,9 @@ from torch import nn
 
 from reference import bptt_per_step_grads, dense_derivatives, rel_err
 from sparse_rtrl import OnlineLearner
-from sparse_rtrl.cells import FunctionalCell
 
 from conftest import make_cell
-from test_cells import TORCH, custom_step, make_custom, torch_step, torch_twin
+from test_cells import custom_step, make_custom, torch_step, torch_twin
 
 T, B = 12, 2
 
@@ -65,6 +64,17 @@ def test_full_rtrl_equals_bptt_of_torch_cell(kind):
     )
     incs = run_learner(OnlineLearner(cell, "full"), xs, r)
     assert_same(incs, ref)
+
+
+def test_full_rtrl_equals_bptt_at_the_paper_profiles_largest_size():
+    """n = 256 with one input, as in the C2 experiment, where full RTRL adapts worst of all
+    methods: the transport itself stays exact at that size."""
+    cell = make_cell("vanilla", I=1, n=256)
+    twin = torch_twin(cell, "vanilla")
+    xs, r = inputs(1), readout_vectors(256)
+    ref = bptt_per_step_grads(torch_step(twin, "vanilla"), list(twin.parameters()), xs,
+                              lambda t, s: loss_of_h(r, t, s), torch.zeros(B, 256, dtype=torch.float64))
+    assert_same(run_learner(OnlineLearner(cell, "full"), xs, r), ref)
 
 
 def test_full_rtrl_equals_bptt_leaky_vanilla():

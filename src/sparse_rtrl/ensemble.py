@@ -18,8 +18,6 @@ from torch import nn
 
 from .cells.base import AbstractCell, UnitLocalCell
 from .cells.functional import FunctionalCell
-from .cells.gru import GRU
-from .cells.lstm import LSTM
 from .cells.vanilla import VanillaRNN
 
 Tensor = torch.Tensor
