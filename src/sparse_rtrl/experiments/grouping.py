@@ -16,22 +16,18 @@ the products dominate and the gain is gone (~1.1×), so large networks stay solo
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..ensemble import stack_cells
-from ..errors import DivergenceError
 from ..tasks import make_task
 from .config import FROZEN, READOUT, Experiment, Method
 from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream,
-                       condition_numbers, default_spectrum_every, load_model, make_learner,
-                       run_result, trained_parameters)
+                       default_spectrum_every, load_model, make_learner, online_steps, run_result,
+                       trained_parameters)
 
 #: set to 1 to run every seed alone (for timing comparisons and debugging)
 DISABLE_ENV = "SPARSE_RTRL_NO_ENSEMBLE"
@@ -104,11 +100,9 @@ def _shared_schedule(streams: list[tuple]) -> bool:
 def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapshots: Sequence[dict],
                    lr: float, curve_bins: int = 200) -> list[dict] | None:
     """The solo protocol of :func:`~.protocol.adapt`, step for step, on an ensemble whose
-    member e is seed e's run; None when the seeds cannot run together or a member diverged.
-
-    Losses are computed per member with the task's loss (a batch loss would average over
-    members); their sum is backpropagated, which hands each member exactly its own gradient.
-    ``seconds`` of each result is the group's wall time divided by its size: the run's share.
+    member e is seed e's run (the same :func:`~.protocol.online_steps` loop); None when the
+    seeds cannot run together or a member diverged. ``seconds`` of each result is the group's
+    wall time divided by its size: the run's share.
     """
     E = len(seeds)
     task = make_task(exp.task, **exp.task_options)
@@ -122,47 +116,21 @@ def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapsh
     # the readouts stay solo modules: a member's prediction is then the same product as in
     # its solo run (a batched readout rounds differently, and learning amplifies rounding)
     readouts = nn.ModuleList(r for _, r in models)
-    x = torch.stack([s[0] for s in streams]).to(device, dtype)  # (E, T, I)
-    y = torch.stack([s[1] for s in streams]).to(device, dtype)  # (E, T, out)
+    inputs = torch.stack([s[0] for s in streams], dim=1).unsqueeze(2).to(device, dtype)  # (T, E, 1, I)
+    targets = torch.stack([s[1] for s in streams]).to(device, dtype)  # (E, T, out)
     mask, starts = streams[0][2], streams[0][3]
     learner = make_learner(method, cell, list(seeds))
     params = trained_parameters(method, cell, readouts)
     opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr) if params else None
-    spectrum_every = default_spectrum_every(exp, method)
-    T = x.shape[1]
-    losses = np.full((E, T), np.nan)
-    conds: list[list[float]] = [[] for _ in range(E)]
+    T = inputs.shape[0]
     traces = ([PredictionTrace(exp.pre_shift_steps, T) for _ in range(E)]
               if "predictions" in exp.diagnostics else None)
-    t0 = time.perf_counter()
-    try:
-        for t in range(T):
-            if bool(starts[t]) and t > 0:
-                learner.reset_state()
-            xt = x[:, t].unsqueeze(1)  # (E, 1, I): one stream per member
-            h = learner.step(xt)  # (E, 1, n)
-            if spectrum_every and t >= exp.pre_shift_steps and (t - exp.pre_shift_steps) % spectrum_every == 0:
-                for e, c in enumerate(condition_numbers(cell, learner.state, xt)):
-                    conds[e].append(c)
-            if not bool(mask[t]):
-                continue
-            prediction = [readouts[e](h[e, 0]) for e in range(E)]
-            member_losses = torch.stack([task.loss(prediction[e], y[e, t]) for e in range(E)])
-            values = member_losses.detach().tolist()
-            if not all(math.isfinite(v) for v in values):
-                return None  # a member diverged: the caller reruns the seeds solo
-            losses[:, t] = values
-            if traces is not None:
-                for e, trace in enumerate(traces):
-                    trace.record(t, prediction[e], y[e, t])
-            if opt is not None:
-                learner.backward(member_losses.sum())
-                opt.step()
-                opt.zero_grad()
-    except DivergenceError:
-        return None
-    share = (time.perf_counter() - t0) / E
-    return [run_result(exp, losses[e], mask, None, share, conds[e], traces[e] if traces else None, curve_bins)
+    run = online_steps(exp, task, learner, cell, readouts, inputs, targets, mask, starts, opt,
+                       default_spectrum_every(exp, method), traces)
+    if run.diverged_at is not None:
+        return None  # a member diverged: the caller reruns the seeds solo
+    share = run.seconds / E
+    return [run_result(exp, run.losses[e], mask, None, share, run.conds[e], traces[e] if traces else None, curve_bins)
             for e in range(E)]
 
 

@@ -214,7 +214,8 @@ def load_model(exp: Experiment, task, seed: int, snapshot: dict, dtype: torch.dt
 
 
 def trained_parameters(method: Method, cell, readout) -> list[nn.Parameter]:
-    """What the online optimizer updates: nothing (frozen), the readout, or everything."""
+    """What the online optimizer updates: nothing (frozen), the readout (and the cell's
+    parameters then stop requiring gradients), or everything."""
     if method.rule == FROZEN:
         return []
     if method.rule == READOUT:
@@ -245,39 +246,68 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     learner = make_learner(method, cell, seed)
     params = trained_parameters(method, cell, readout)
     opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr) if params else None
-    T = x.shape[0]
-    losses = np.full(T, np.nan)
+    trace = PredictionTrace(exp.pre_shift_steps, x.shape[0]) if "predictions" in exp.diagnostics else None
+    run = online_steps(exp, task, learner, cell, [readout], x, y.unsqueeze(0), mask, starts, opt,
+                       spectrum_every, None if trace is None else [trace])
+    return run_result(exp, run.losses[0], mask, run.diverged_at, run.seconds, run.conds[0], trace, curve_bins)
+
+
+@dataclass
+class OnlineRun:
+    """What :func:`online_steps` measured, per member."""
+
+    losses: np.ndarray  # (E, T): NaN where not scored, inf from the step the run diverged at
+    diverged_at: int | None
+    conds: list[list[float]]
+    seconds: float
+
+
+def online_steps(exp: Experiment, task, learner: OnlineLearner, cell, readouts: Sequence[nn.Module],
+                 inputs: torch.Tensor, targets: torch.Tensor, mask, starts, opt,
+                 spectrum_every: int, traces: Sequence["PredictionTrace"] | None = None) -> OnlineRun:
+    """The protocol's step loop, one for a solo run and for an ensemble of E seeds (E =
+    ``len(readouts)``): reset where a sequence starts; h_t = learner.step(x_t); cond(J_t) every
+    ``spectrum_every`` steps after the shift; on scored steps, each member's loss
+    L_t = loss(readout_e(h_t^e), y_t^e) is recorded before the update, then the sum over members
+    is backpropagated (each member gets exactly its own gradient) and the optimizer steps.
+
+    ``inputs[t]`` is what the learner steps on (solo: (I,); ensemble: (E, 1, I)); member e's
+    hidden state is row e of h_t reshaped to (E, n), its target ``targets[e, t]``. A
+    non-finite loss, or a learner's :class:`DivergenceError`, ends the run for every member.
+    """
+    E, T = len(readouts), inputs.shape[0]
+    losses = np.full((E, T), np.nan)
+    conds: list[list[float]] = [[] for _ in range(E)]
     diverged_at = None
-    conds: list[float] = []
-    trace = PredictionTrace(exp.pre_shift_steps, T) if "predictions" in exp.diagnostics else None
     t0 = time.perf_counter()
     for t in range(T):
         try:
             if bool(starts[t]) and t > 0:
                 learner.reset_state()
-            h = learner.step(x[t])
+            h = learner.step(inputs[t]).reshape(E, -1)
             if spectrum_every and t >= exp.pre_shift_steps and (t - exp.pre_shift_steps) % spectrum_every == 0:
-                conds.extend(condition_numbers(cell, learner.state.view(1, 1, -1), x[t].view(1, 1, -1)))
+                state, x = learner.state.reshape(E, 1, -1), inputs[t].reshape(E, 1, -1)
+                for e, c in enumerate(condition_numbers(cell, state, x)):
+                    conds[e].append(c)
             if not bool(mask[t]):
                 continue
-            prediction = readout(h)
-            if trace is not None:
-                trace.record(t, prediction, y[t])
-            loss = task.loss(prediction, y[t])
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
+            predictions = [readout(h[e]) for e, readout in enumerate(readouts)]
+            for e, trace in enumerate(traces or ()):
+                trace.record(t, predictions[e], targets[e, t])
+            member_losses = torch.stack([task.loss(p, targets[e, t]) for e, p in enumerate(predictions)])
+            values = member_losses.detach().tolist()
+            if not all(math.isfinite(v) for v in values):
                 raise DivergenceError(t, "loss")
-            losses[t] = lv
+            losses[:, t] = values
             if opt is not None:
-                learner.backward(loss)
+                learner.backward(member_losses.sum())
                 opt.step()
                 opt.zero_grad()
         except DivergenceError:
             diverged_at = t
-            losses[t:] = np.inf
+            losses[:, t:] = np.inf
             break
-    seconds = time.perf_counter() - t0
-    return run_result(exp, losses, mask, diverged_at, seconds, conds, trace, curve_bins)
+    return OnlineRun(losses, diverged_at, conds, time.perf_counter() - t0)
 
 
 def run_result(exp: Experiment, losses: np.ndarray, mask, diverged_at: int | None, seconds: float,
