@@ -10,7 +10,7 @@ from torch import nn
 
 from .cells import as_cell
 from .cells.base import AbstractCell, StepDerivatives
-from .errors import DivergenceError, InputError
+from .errors import ConfigurationError, DivergenceError, InputError
 from .transport import AbstractTransport, TransportContext, load_state, make_transport, state_to_dict
 
 Tensor = torch.Tensor
@@ -26,6 +26,13 @@ def _all_finite(tensors: list[Tensor]) -> bool:
     if all(math.isfinite(v) for v in torch.stack(torch._foreach_norm(tensors, 2.0)).tolist()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+_NO_PATH_TO_H = (
+    "the loss of step {step} has no path to the h returned by step() (built on h.detach(), or "
+    "not from h at all), so the cell gets no gradient from it: compute the loss from h itself. "
+    "Parameters the loss does reach (the readout) received their gradients"
+)
 
 
 class OnlineLearner(nn.Module):
@@ -79,6 +86,13 @@ class OnlineLearner(nn.Module):
         **options: Any,
     ):
         super().__init__()
+        misplaced = sorted({"device", "dtype"} & set(options))
+        if misplaced:
+            raise ConfigurationError(
+                f"OnlineLearner takes no {' or '.join(misplaced)} option: the learner follows its "
+                "cell's parameters. Move or convert the cell first, e.g. cell.to('cuda') or "
+                "cell.double(), then build the learner"
+            )
         self.cell = as_cell(cell)
         self.transport = make_transport(transport, **options)
         self.transport.check_context(self._context(1))  # k out of range, unsupported cell, ... fail here
@@ -121,6 +135,11 @@ class OnlineLearner(nn.Module):
         if not isinstance(x, Tensor):
             raise InputError(f"step() takes a torch.Tensor, got {type(x).__name__}")
         p = self._param
+        if not (x.is_floating_point() or x.is_complex()):
+            raise InputError(
+                f"input dtype {x.dtype} is not a floating-point type: convert the input with "
+                f"x.to({p.dtype}) (the dtype of the cell's parameters)"
+            )
         if x.dtype != p.dtype:
             raise InputError(
                 f"input dtype {x.dtype} does not match the cell's parameters ({p.dtype}): "
@@ -207,6 +226,7 @@ class OnlineLearner(nn.Module):
 
     def step(self, x: Tensor) -> Tensor:
         """Advance state and sensitivity by one input; returns h_t (a leaf requiring grad)."""
+        self._check_no_plain_backward()
         xi, out_shape = self._internal_input(x)
         batch = xi.shape[1]
         if self._state is None or (self._batch_may_change and batch != self._state.shape[1]):
@@ -254,6 +274,20 @@ class OnlineLearner(nn.Module):
         self._h_prev, self._h = None, h
         return h
 
+    def _check_no_plain_backward(self) -> None:
+        """A plain ``loss.backward()`` fills the leaf h_t's ``.grad`` but gives the cell nothing:
+        say so at the next call instead of letting only the readout learn. Said once: the
+        marker is cleared, so a caller who catches the error can go on."""
+        h = self._h
+        if h is None or not h.is_leaf or h.grad is None:
+            return
+        h.grad = None
+        raise InputError(
+            f"the loss of step {self.steps - 1} was back-propagated with loss.backward(), which "
+            "gives the cell's parameters no gradient (only the readout learned): call "
+            "learner.backward(loss) instead; nothing was changed by this call"
+        )
+
     def _check_step(self, derivs: StepDerivatives) -> None:
         fused = [derivs.state, *derivs.immediate.tensors()]
         if derivs.jacobian is not None:
@@ -285,11 +319,9 @@ class OnlineLearner(nn.Module):
                 "the loss does not require grad: compute it from the h returned by step(), "
                 "outside torch.no_grad()"
             )
+        self._check_no_plain_backward()
         if self.check_finite and not _all_finite([loss.detach()]):
-            raise InputError(
-                f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
-                "the targets and the readout (a diverged model raises DivergenceError instead)"
-            )
+            self._raise_non_finite_loss()
         if self.transport.uses_graph:
             self._graph_backward(loss)
             return
@@ -302,7 +334,7 @@ class OnlineLearner(nn.Module):
                 "backward() at each step with a loss of that step's h"
             )
         if h is None:
-            return
+            raise InputError(_NO_PATH_TO_H.format(step=self.steps - 1))
         E, H = self.cell.members, self.cell.hidden_size
         delta = h.reshape(E, -1, H)
         with torch.no_grad():
@@ -320,11 +352,50 @@ class OnlineLearner(nn.Module):
                 else:
                     p.grad.add_(g)
 
+    def _raise_non_finite_loss(self) -> None:
+        """A non-finite loss is divergence when the model made it (a state grown past what a
+        loss of it can hold, or non-finite cell parameters), otherwise bad targets."""
+        h = self._h.detach()
+        largest = float(h.abs().max()) if h.numel() else 0.0
+        overflowing = math.sqrt(torch.finfo(h.dtype).max) * 1e-3  # a square of it overflows
+        params = [p.detach() for p in self.cell.transported_parameters()]
+        if not math.isfinite(largest) or largest > overflowing or not _all_finite(params):
+            raise DivergenceError(
+                self.steps - 1, "loss",
+                f"The state had grown to max |h| = {largest:.3g} (or the cell's parameters are "
+                "non-finite); nothing was accumulated.",
+            )
+        raise InputError(
+            f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. The state "
+            f"is moderate (max |h| = {largest:.3g}): check the targets and the readout"
+        )
+
     def _graph_backward(self, loss: Tensor) -> None:
-        """Autograd through the window; the cell's gradients are rolled back if non-finite."""
+        """Autograd through the window; the cell's gradients are rolled back if non-finite.
+
+        Every parameter gets its own zeroed ``.grad`` first. Without it, autograd may hand one
+        buffer to two parameters (b_ih and b_hh both receive ∂L/∂z itself when a single stream
+        leaves no sum to reduce) and, finding ``.grad`` unset, store that buffer as both
+        ``.grad``s: the next accumulation into one then lands in the other too.
+        """
         params = [p for p in self.cell.transported_parameters() if p.requires_grad]
         saved = [None if p.grad is None else p.grad.clone() for p in params] if self.check_finite else None
-        loss.backward()
+        unset = [p.grad is None for p in params]
+        for p, fresh in zip(params, unset):
+            if fresh:
+                p.grad = torch.zeros_like(p)
+        reached = []
+        hooks = [p.register_post_accumulate_grad_hook(lambda _p: reached.append(True)) for p in params]
+        try:
+            loss.backward()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if params and not reached:
+            for p, fresh in zip(params, unset):
+                if fresh:
+                    p.grad = None
+            raise InputError(_NO_PATH_TO_H.format(step=self.steps - 1))
         if self.check_finite and not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
             for p, g in zip(params, saved):
                 p.grad = g

@@ -1,0 +1,94 @@
+"""Misuse is named, never silently accepted: a plain ``loss.backward()``, a loss with no path
+to h, a diverging state reported as bad targets, integer input, a device option."""
+
+import pytest
+import torch
+from torch import nn
+
+from sparse_rtrl import DivergenceError, InputError, OnlineLearner
+from sparse_rtrl.cells import FunctionalCell
+from sparse_rtrl.errors import ConfigurationError
+from sparse_rtrl.transport import RULES, unsupported_reason
+
+from conftest import make_cell
+from rule_cases import EXAMPLES
+
+RULE_CASES = [(name, EXAMPLES[name][0]) for name in sorted(RULES)]
+IDS = [name for name, _ in RULE_CASES]
+
+
+def usable(name, options):
+    cell = make_cell("vanilla")
+    if unsupported_reason(name, cell, **options) is not None:
+        pytest.skip(f"{name} does not serve the vanilla cell")
+    return cell, OnlineLearner(cell, name, **options)
+
+
+@pytest.mark.parametrize("name,options", RULE_CASES, ids=IDS)
+def test_a_loss_with_no_path_to_h_raises_and_names_the_fix(name, options):
+    cell, learner = usable(name, options)
+    readout = nn.Linear(cell.hidden_size, 1).double()
+    x = torch.randn(3, dtype=torch.float64)
+    h = learner.step(x)
+    with pytest.raises(InputError, match=r"no path to the h returned by step\(\).*h.detach\(\)"):
+        learner.backward(readout(h.detach()).pow(2).sum())
+    assert all(p.grad is None for p in cell.parameters())  # the cell got nothing, not zeros
+    assert readout.weight.grad is not None  # as the message says
+    learner.backward(readout(h).pow(2).sum())  # the right call still works on the same step
+    assert all(p.grad is not None for p in cell.parameters())
+
+
+@pytest.mark.parametrize("name,options", RULE_CASES, ids=IDS)
+def test_a_plain_loss_backward_is_named_at_the_next_call(name, options):
+    cell, learner = usable(name, options)
+    if learner.transport.uses_graph:
+        pytest.skip("a window rule's h carries its graph: plain loss.backward() is exact there")
+    x = torch.randn(3, dtype=torch.float64)
+    h = learner.step(x)
+    h.pow(2).sum().backward()  # the mistake: the cell's parameters get nothing
+    assert all(p.grad is None for p in cell.parameters())
+    state = learner.state.clone()
+    with pytest.raises(InputError, match=r"loss of step 0 was back-propagated with loss.backward\(\).*learner.backward\(loss\)"):
+        learner.step(x)
+    assert torch.equal(learner.state, state) and learner.steps == 1  # nothing changed
+    h = learner.step(x)  # said once; the stream goes on
+    learner.backward(h.pow(2).sum())
+    assert all(p.grad is not None for p in cell.parameters())
+    h = learner.step(x)
+    h.pow(2).sum().backward()
+    with pytest.raises(InputError, match=r"loss.backward\(\).*learner.backward"):
+        learner.backward(h.pow(2).sum())  # caught at backward too, not as "an earlier step"
+
+
+def exploding_cell(dtype):
+    """s' = 10⁴·s + x: finite for a while, then a loss of it overflows before the state does."""
+    params = {"a": torch.tensor([1e4], dtype=dtype)}
+    return FunctionalCell(lambda p, s, x: p["a"] * s + x, params, input_size=1, state_size=1)
+
+
+@pytest.mark.parametrize("name", ["full", "immediate", "tbptt"])
+def test_a_state_that_overflows_the_loss_is_divergence_not_bad_targets(name):
+    learner = OnlineLearner(exploding_cell(torch.float32), name)
+    x = torch.ones(1)
+    with pytest.raises(DivergenceError, match=r"the loss became non-finite.*max \|h\| = 1e\+2\d"):
+        for _ in range(10):
+            h = learner.step(x)
+            assert torch.isfinite(h).all()
+            learner.backward(h.pow(2).sum())
+    # a moderate state with a NaN target is the user's input, as before
+    learner = OnlineLearner(make_cell("vanilla"), name)
+    h = learner.step(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(InputError, match=r"NaN or inf; nothing was accumulated. The state is moderate"):
+        learner.backward((h - float("nan")).pow(2).sum())
+
+
+def test_integer_input_names_a_conversion_of_the_input():
+    learner = OnlineLearner(make_cell("vanilla"), "full")
+    with pytest.raises(InputError, match=r"torch.int64 is not a floating-point type: convert the input with x.to\(torch.float64\)"):
+        learner.step(torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("option", ["device", "dtype"])
+def test_device_or_dtype_options_name_moving_the_cell(option):
+    with pytest.raises(ConfigurationError, match=rf"no {option} option: the learner follows its cell.*cell.to"):
+        OnlineLearner(make_cell("vanilla"), "full", **{option: "cpu" if option == "device" else torch.float32})
