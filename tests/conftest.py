@@ -20,3 +20,10 @@ def _threads():
     # one thread: the tensors here are small, and CI machines are shared
     torch.set_num_threads(1)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak-steps", type=int, default=1_000_000,
+        help="streaming steps of the slow soak test (tests/test_soak.py; run with -m slow)",
+    )
