@@ -124,8 +124,10 @@ class Learner:
     def bare(self):
         """Closures for the rule's own update and gradient on fixed derivatives (None for
         graph rules, which have no update)."""
+        from sparse_rtrl.transport import AbstractTransport
+
         rule, state, cell = self.learner.transport, self.learner.transport_state, self.cell
-        if getattr(rule, "uses_graph", False):
+        if not isinstance(rule, AbstractTransport):  # window rules (TBPTT) have no update
             return None
         if self.learner.transport_state is None:  # not stepped yet: start the stream
             self()

@@ -253,7 +253,7 @@ def test_fused_finite_check_names_the_same_culprit(where):
 
 def test_huge_finite_inputs_losses_and_gradients_pass_the_finite_checks():
     """The fused check's 2-norm overflows at |x| ~ 1e155 (float64); that must not raise."""
-    from sparse_rtrl.learner import _all_finite
+    from sparse_rtrl.contract import all_finite as _all_finite
 
     big = torch.tensor([1e200, -1e200, 1.0], dtype=torch.float64)
     assert _all_finite([big, torch.ones(3)])

@@ -41,7 +41,7 @@ def test_a_loss_with_no_path_to_h_raises_and_names_the_fix(name, options):
 @pytest.mark.parametrize("name,options", RULE_CASES, ids=IDS)
 def test_a_plain_loss_backward_is_named_at_the_next_call(name, options):
     cell, learner = usable(name, options)
-    if learner.transport.uses_graph:
+    if learner.output_carries_graph:
         pytest.skip("a window rule's h carries its graph: plain loss.backward() is exact there")
     x = torch.randn(3, dtype=torch.float64)
     h = learner.step(x)
@@ -92,3 +92,23 @@ def test_integer_input_names_a_conversion_of_the_input():
 def test_device_or_dtype_options_name_moving_the_cell(option):
     with pytest.raises(ConfigurationError, match=rf"no {option} option: the learner follows its cell.*cell.to"):
         OnlineLearner(make_cell("vanilla"), "full", **{option: "cpu" if option == "device" else torch.float32})
+
+
+def test_the_transformer_keeps_the_same_contract():
+    """The online transformer shares the learner base: the same misuse is named the same way."""
+    from sparse_rtrl.contract import AbstractOnlineLearner
+    from sparse_rtrl.transformer import OnlineTransformer
+
+    learner = OnlineTransformer(2, 1, d_model=12, heads=3, window=4, seed=0).double()
+    assert isinstance(learner, AbstractOnlineLearner)
+    assert isinstance(OnlineLearner(make_cell("vanilla")), AbstractOnlineLearner)
+    x = torch.randn(2, dtype=torch.float64)
+    y = learner.step(x)
+    with pytest.raises(InputError, match=r"no path to the prediction returned by step\(\)"):
+        learner.backward(y.detach().pow(2).sum() + 0 * learner.model.embed.weight.sum())
+    y = learner.step(x)
+    y.pow(2).sum().backward()
+    with pytest.raises(InputError, match=r"loss.backward\(\).*learner.backward\(loss\)"):
+        learner.step(x)
+    with pytest.raises(InputError, match="torch.int64 is not a floating-point type"):
+        learner.step(torch.zeros(2, dtype=torch.int64))

@@ -10,32 +10,14 @@ from torch import nn
 
 from .cells import as_cell
 from .cells.base import AbstractCell, StepDerivatives
+from .contract import AbstractOnlineLearner, accumulate, all_finite
 from .errors import ConfigurationError, DivergenceError, InputError
-from .transport import AbstractTransport, TransportContext, load_state, make_transport, state_to_dict
+from .transport import AbstractRule, AbstractWindowRule, TransportContext, load_state, make_transport, state_to_dict
 
 Tensor = torch.Tensor
 
 
-def _all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every element of every tensor is finite, with one fused reduction and one sync
-    in the usual case: a NaN or inf makes the 2-norm NaN or inf. The 2-norm can also overflow
-    for huge finite values, so a non-finite norm is confirmed element-wise."""
-    tensors = [t for t in tensors if t.numel()]
-    if not tensors:
-        return True
-    if all(math.isfinite(v) for v in torch.stack(torch._foreach_norm(tensors, 2.0)).tolist()):
-        return True
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-_NO_PATH_TO_H = (
-    "the loss of step {step} has no path to the h returned by step() (built on h.detach(), or "
-    "not from h at all), so the cell gets no gradient from it: compute the loss from h itself. "
-    "Parameters the loss does reach (the readout) received their gradients"
-)
-
-
-class OnlineLearner(nn.Module):
+class OnlineLearner(AbstractOnlineLearner):
     """Learns a recurrent cell online by forward gradient transport.
 
     At each step: ``h = learner.step(x)`` advances the state s and the sensitivity
@@ -43,6 +25,11 @@ class OnlineLearner(nn.Module):
     are plain PyTorch); ``learner.backward(loss)`` adds (∂L_t/∂h_t)·M_t to the cell
     parameters' ``.grad`` and the true gradient to everything downstream of h, exactly as
     ``loss.backward()`` would; any ``torch.optim`` optimizer then steps.
+
+    Two rule families: forward transport (``AbstractTransport``: full, sparse, immediate,
+    trace, snap1, uoro, kf, shadow) keeps M_t and contracts it with δ_t = ∂L_t/∂h_t; the
+    window family (``AbstractWindowRule``: tbptt) keeps the last inputs and recomputes h_t
+    by autograd, so the h it returns carries that graph.
 
     Args:
         cell: a ``sparse_rtrl.cells`` cell (solo or ``ensemble_size=E``), a
@@ -77,10 +64,13 @@ class OnlineLearner(nn.Module):
         ...     opt.step(); opt.zero_grad()
     """
 
+    output_name = "h"
+    model_name = "cell"
+
     def __init__(
         self,
         cell: AbstractCell | nn.Module,
-        transport: str | AbstractTransport = "full",
+        transport: str | AbstractRule = "full",
         *,
         check_finite: bool = True,
         **options: Any,
@@ -96,19 +86,21 @@ class OnlineLearner(nn.Module):
         self.cell = as_cell(cell)
         self.transport = make_transport(transport, **options)
         self.transport.check_context(self._context(1))  # k out of range, unsupported cell, ... fail here
-        self.check_finite = check_finite
-        self.steps = 0  # steps since the learner was created (the index of the next step)
+        self._init_contract(check_finite)
+        # the family decides once how a step advances and how a loss becomes a gradient
+        self.output_carries_graph = isinstance(self.transport, AbstractWindowRule)
         self._state: Tensor | None = None  # (E, B, N)
         self._rule_state: Any = None
         self._pending_state: Tensor | None = None
         self._batch_may_change = False
-        self._h: Tensor | None = None
-        self._h_prev: Tensor | None = None
 
     # -- shapes ---------------------------------------------------------------------------
+    def _reference_parameter(self) -> Tensor:
+        return next(self.cell.parameters())
+
     @property
     def _param(self) -> Tensor:
-        return next(self.cell.parameters())
+        return self._reference_parameter()
 
     def _context(self, batch: int) -> TransportContext:
         p = self._param
@@ -132,37 +124,12 @@ class OnlineLearner(nn.Module):
 
     def _internal_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """x as ``(E, B, I)`` and the shape h is returned in."""
-        if not isinstance(x, Tensor):
-            raise InputError(f"step() takes a torch.Tensor, got {type(x).__name__}")
-        p = self._param
-        if not (x.is_floating_point() or x.is_complex()):
-            raise InputError(
-                f"input dtype {x.dtype} is not a floating-point type: convert the input with "
-                f"x.to({p.dtype}) (the dtype of the cell's parameters)"
-            )
-        if x.dtype != p.dtype:
-            raise InputError(
-                f"input dtype {x.dtype} does not match the cell's parameters ({p.dtype}): "
-                f"convert the input with x.to({p.dtype}) or the model with .to({x.dtype})"
-            )
-        if x.device != p.device:
-            raise InputError(
-                f"input is on {x.device} but the cell's parameters are on {p.device}: move the "
-                f"input with x.to('{p.device}')"
-            )
         I, n, E = self.cell.input_size, self.cell.hidden_size, self.cell.members
         ensemble = self.cell.ensemble_size is not None
         ok_dims = (1, 2, 3) if ensemble else (1, 2)
-        if x.dim() not in ok_dims or x.shape[-1] != I or (x.dim() == 3 and x.shape[0] != E):
-            raise InputError(
-                f"input of shape {tuple(x.shape)} does not fit this learner: expected "
-                f"{self._expected_shapes()} (input_size={I})"
-            )
-        if self.check_finite and not _all_finite([x.detach()]):
-            raise InputError(
-                f"the input at step {self.steps} contains NaN or inf: clean the stream (e.g. drop "
-                "or impute the sample, torch.nan_to_num) before step(); nothing was changed"
-            )
+        fits = isinstance(x, Tensor) and x.dim() in ok_dims and x.shape[-1] == I and not (
+            x.dim() == 3 and x.shape[0] != E)
+        self._check_input_values(x, fits, f"{self._expected_shapes()} (input_size={I})")
         if x.dim() == 3:
             return x, (E, x.shape[1], n)
         batch = 1 if x.dim() == 1 else x.shape[0]
@@ -197,7 +164,7 @@ class OnlineLearner(nn.Module):
         shape of :attr:`state`: ``([B,] N)`` solo, ``(E, [B,] N)`` for an ensemble. The next
         step may use a different batch size.
         """
-        self._h = self._h_prev = None
+        self._forget_outputs()
         pending = None if state is None else self._check_state(state)
         if self._state is None:
             self._pending_state = pending
@@ -225,7 +192,8 @@ class OnlineLearner(nn.Module):
         return s.reshape(E, -1, N).clone()
 
     def step(self, x: Tensor) -> Tensor:
-        """Advance state and sensitivity by one input; returns h_t (a leaf requiring grad)."""
+        """Advance state and sensitivity by one input; returns h_t (a leaf requiring grad, or
+        for a window rule the end of the window's graph)."""
         self._check_no_plain_backward()
         xi, out_shape = self._internal_input(x)
         batch = xi.shape[1]
@@ -242,8 +210,13 @@ class OnlineLearner(nn.Module):
                 "the cell was moved to another device or dtype mid-stream: call reset_state() "
                 "after moving it (or move it before the first step)"
             )
-        if self.transport.uses_graph:
-            return self._graph_step(xi, out_shape)
+        h = self._window_step(xi) if self.output_carries_graph else self._transport_step(xi)
+        self._batch_may_change = False
+        return self._publish(h.reshape(out_shape) if self.output_carries_graph else
+                             h.reshape(out_shape).clone().requires_grad_(True))
+
+    def _transport_step(self, xi: Tensor) -> Tensor:
+        """s_t, J_t, Ī_t in closed form and M_t by the rule; returns h_t (no graph)."""
         with torch.no_grad():
             derivs = self.cell.step_with_derivatives(
                 self.cell.stacked_parameters(), self._state, xi, self.transport.needs_jacobian
@@ -252,14 +225,10 @@ class OnlineLearner(nn.Module):
                 self._check_step(derivs)
             self.transport.update(self._rule_state, derivs)
         self._state = derivs.state
-        self._batch_may_change = False
-        self.steps += 1
-        h = self.cell.hidden(derivs.state).reshape(out_shape).clone().requires_grad_(True)
-        self._h_prev, self._h = self._h, h
-        return h
+        return self.cell.hidden(derivs.state)
 
-    def _graph_step(self, xi: Tensor, out_shape: tuple[int, ...]) -> Tensor:
-        """A step of a graph rule (TBPTT): h_t carries autograd's graph back through the window."""
+    def _window_step(self, xi: Tensor) -> Tensor:
+        """h_t through autograd's graph back across the rule's window."""
         params = self.cell.transported_parameters()
         if self.cell.ensemble_size is None:
             params = [p.unsqueeze(0) for p in params]
@@ -268,31 +237,13 @@ class OnlineLearner(nn.Module):
             raise DivergenceError(self.steps, "state")
         self.transport.commit(self._rule_state, self._state, xi)
         self._state = s_new.detach()
-        self._batch_may_change = False
-        self.steps += 1
-        h = self.cell.hidden(s_new).reshape(out_shape)
-        self._h_prev, self._h = None, h
-        return h
-
-    def _check_no_plain_backward(self) -> None:
-        """A plain ``loss.backward()`` fills the leaf h_t's ``.grad`` but gives the cell nothing:
-        say so at the next call instead of letting only the readout learn. Said once: the
-        marker is cleared, so a caller who catches the error can go on."""
-        h = self._h
-        if h is None or not h.is_leaf or h.grad is None:
-            return
-        h.grad = None
-        raise InputError(
-            f"the loss of step {self.steps - 1} was back-propagated with loss.backward(), which "
-            "gives the cell's parameters no gradient (only the readout learned): call "
-            "learner.backward(loss) instead; nothing was changed by this call"
-        )
+        return self.cell.hidden(s_new)
 
     def _check_step(self, derivs: StepDerivatives) -> None:
         fused = [derivs.state, *derivs.immediate.tensors()]
         if derivs.jacobian is not None:
             fused.append(derivs.jacobian)
-        if _all_finite(fused):
+        if all_finite(fused):
             return  # the usual case; otherwise the checks below name what is not finite
         for what, ok in (
             ("state", lambda: bool(torch.isfinite(derivs.state).all())),
@@ -302,64 +253,38 @@ class OnlineLearner(nn.Module):
             if not ok():
                 raise DivergenceError(self.steps, what)
 
+    # -- backward -------------------------------------------------------------------------
     def backward(self, loss: Tensor) -> None:
         """Accumulate the transported gradient of ``loss`` (a function of the latest h).
 
         Cell parameters get (∂L/∂h_t)·M_t added to ``.grad``; everything else the loss
-        depends on gets its true gradient by autograd.
+        depends on gets its true gradient by autograd. (Window rules: autograd through the
+        window gives the cell's gradient too.)
         """
-        if self._h is None:
-            raise InputError("backward() needs a step() first: compute the loss from the h it returns")
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise InputError(
-                "backward() takes a scalar loss tensor; reduce it first, e.g. loss.sum() or loss.mean()"
-            )
-        if not loss.requires_grad:
-            raise InputError(
-                "the loss does not require grad: compute it from the h returned by step(), "
-                "outside torch.no_grad()"
-            )
-        self._check_no_plain_backward()
-        if self.check_finite and not _all_finite([loss.detach()]):
-            self._raise_non_finite_loss()
-        if self.transport.uses_graph:
-            self._graph_backward(loss)
+        super().backward(loss)
+
+    def _backward(self, loss: Tensor) -> None:
+        if self.output_carries_graph:
+            self._window_backward(loss)
             return
-        loss.backward()
-        h, self._h.grad = self._h.grad, None
-        if self._h_prev is not None and self._h_prev.grad is not None:
-            self._h_prev.grad = None
-            raise InputError(
-                "the loss depends on the output h of an earlier step: forward-mode learners need "
-                "backward() at each step with a loss of that step's h"
-            )
-        if h is None:
-            raise InputError(_NO_PATH_TO_H.format(step=self.steps - 1))
+        delta = self._output_gradient(loss)
         E, H = self.cell.members, self.cell.hidden_size
-        delta = h.reshape(E, -1, H)
         with torch.no_grad():
-            grads = self.transport.gradient(self._rule_state, delta)
-            if self.check_finite and not _all_finite(grads):
+            grads = self.transport.gradient(self._rule_state, delta.reshape(E, -1, H))
+            if self.check_finite and not all_finite(grads):
                 raise DivergenceError(
                     self.steps - 1, "gradient", "The readout gradients were accumulated; the cell's were not."
                 )
-            for p, g in zip(self.cell.transported_parameters(), grads):
-                if not p.requires_grad:
-                    continue
-                g = g.reshape(p.shape)
-                if p.grad is None:
-                    p.grad = g.clone()
-                else:
-                    p.grad.add_(g)
+            accumulate(self.cell.transported_parameters(), grads)
 
     def _raise_non_finite_loss(self) -> None:
         """A non-finite loss is divergence when the model made it (a state grown past what a
         loss of it can hold, or non-finite cell parameters), otherwise bad targets."""
-        h = self._h.detach()
+        h = self._out.detach()
         largest = float(h.abs().max()) if h.numel() else 0.0
         overflowing = math.sqrt(torch.finfo(h.dtype).max) * 1e-3  # a square of it overflows
         params = [p.detach() for p in self.cell.transported_parameters()]
-        if not math.isfinite(largest) or largest > overflowing or not _all_finite(params):
+        if not math.isfinite(largest) or largest > overflowing or not all_finite(params):
             raise DivergenceError(
                 self.steps - 1, "loss",
                 f"The state had grown to max |h| = {largest:.3g} (or the cell's parameters are "
@@ -370,7 +295,7 @@ class OnlineLearner(nn.Module):
             f"is moderate (max |h| = {largest:.3g}): check the targets and the readout"
         )
 
-    def _graph_backward(self, loss: Tensor) -> None:
+    def _window_backward(self, loss: Tensor) -> None:
         """Autograd through the window; the cell's gradients are rolled back if non-finite.
 
         Every parameter gets its own zeroed ``.grad`` first. Without it, autograd may hand one
@@ -395,7 +320,7 @@ class OnlineLearner(nn.Module):
             for p, fresh in zip(params, unset):
                 if fresh:
                     p.grad = None
-            raise InputError(_NO_PATH_TO_H.format(step=self.steps - 1))
+            raise InputError(self._no_path_message())
         if self.check_finite and not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
             for p, g in zip(params, saved):
                 p.grad = g
@@ -433,7 +358,7 @@ class OnlineLearner(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         return {
             "rule": self.transport.name,
-            "steps": self.steps,
+            **self._contract_state(),
             "state": None if self._state is None else self._state.clone(),
             "transport": None if self._rule_state is None else state_to_dict(self._rule_state),
         }
@@ -444,8 +369,7 @@ class OnlineLearner(nn.Module):
                 f"this state was saved by a {extra.get('rule')!r} learner; load it into a learner "
                 f"with the same transport (this one is {self.transport.name!r})"
             )
-        self.steps = int(extra["steps"])
-        self._h = self._h_prev = None
+        self._load_contract_state(extra)
         self._pending_state = None
         if extra["state"] is None:
             self._state = self._rule_state = None

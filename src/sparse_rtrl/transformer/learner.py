@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..contract import AbstractOnlineLearner, accumulate, all_finite
 from ..errors import DivergenceError, InputError
 from .diagnostics import head_contributions, past_attention
 from .heads import HeadSelection
@@ -33,7 +34,7 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return torch.allclose(a, b, rtol=64 * eps, atol=64 * eps * float(b.abs().max().clamp_min(1.0)))
 
 
-class OnlineTransformer(nn.Module):
+class OnlineTransformer(AbstractOnlineLearner):
     """Learns a :class:`CausalTransformer` online, one input at a time.
 
     Args:
@@ -71,6 +72,9 @@ class OnlineTransformer(nn.Module):
         >>> int(learner.last_kept.sum(-1)[0])
         6
     """
+
+    output_name = "prediction"
+    model_name = "model"
 
     def __init__(
         self,
@@ -121,12 +125,9 @@ class OnlineTransformer(nn.Module):
         c = model.config
         self.model = model
         self.selector = HeadSelection(head_fraction, selection, c.blocks, c.heads, seed, importance_score)
-        self.check_finite = check_finite
-        self.steps = 0  # steps since the learner was created (the index of the next step)
+        self._init_contract(check_finite)
         self._window: Tensor | None = None  # (B, n, I), n ≤ W, oldest first
         self._batched = False
-        self._pred: Tensor | None = None  # the leaf returned by the latest step
-        self._pred_prev: Tensor | None = None
         self._pred_value: Tensor | None = None  # (B, O), for the consistency check
         #: (blocks, H) bool: the heads that carried gradient to the past at the latest backward
         self.last_kept: Tensor | None = None
@@ -155,40 +156,27 @@ class OnlineTransformer(nn.Module):
     def _param(self) -> Tensor:
         return self.model.embed.weight
 
+    def _reference_parameter(self) -> Tensor:
+        return self._param()
+
     # -- the stream -----------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise InputError(f"step() takes a torch.Tensor, got {type(x).__name__}")
-        p, I = self._param(), self.config.input_size
-        if x.dtype != p.dtype:
-            raise InputError(
-                f"input dtype {x.dtype} does not match the model's parameters ({p.dtype}): "
-                f"convert the input with x.to({p.dtype}) or the learner with .to({x.dtype})"
-            )
-        if x.device != p.device:
-            raise InputError(
-                f"input is on {x.device} but the model's parameters are on {p.device}: move the "
-                f"input with x.to('{p.device}')"
-            )
-        if x.dim() not in (1, 2) or x.shape[-1] != I:
-            raise InputError(
-                f"input of shape {tuple(x.shape)} does not fit this learner: expected ({I},) or "
-                f"(B, {I}) — one input per step (input_size={I}), not a sequence"
-            )
-        if self.check_finite and not bool(torch.isfinite(x).all()):
-            raise InputError(
-                f"the input at step {self.steps} contains NaN or inf: clean the stream (e.g. drop "
-                "or impute the sample, torch.nan_to_num) before step(); nothing was changed"
-            )
+        I = self.config.input_size
+        fits = isinstance(x, Tensor) and x.dim() in (1, 2) and x.shape[-1] == I
+        self._check_input_values(
+            x, fits, f"({I},) or (B, {I}) — one input per step (input_size={I}), not a sequence"
+        )
         return x.reshape(-1, I)
 
     def reset_state(self) -> None:
         """Start new sequences: empty the window. Generator and fixed mask carry on."""
         self._window = None
-        self._pred = self._pred_prev = self._pred_value = None
+        self._pred_value = None
+        self._forget_outputs()
 
     def step(self, x: Tensor) -> Tensor:
         """Append x to the window and return the newest prediction ŷ (a leaf requiring grad)."""
+        self._check_no_plain_backward()
         xi = self._check_input(x)
         batched = x.dim() == 2
         if self._window is not None and (xi.shape[0] != self._window.shape[0] or batched != self._batched):
@@ -204,11 +192,8 @@ class OnlineTransformer(nn.Module):
             pred = self.model(window)
         if self.check_finite and not bool(torch.isfinite(pred).all()):
             raise DivergenceError(self.steps, "prediction")
-        self._window, self._batched = window, batched
-        self.steps += 1
-        leaf = (pred if batched else pred[0]).clone().requires_grad_(True)
-        self._pred_prev, self._pred, self._pred_value = self._pred, leaf, pred
-        return leaf
+        self._window, self._batched, self._pred_value = window, batched, pred
+        return self._publish((pred if batched else pred[0]).clone().requires_grad_(True))
 
     def _choose(self, delta: Tensor, params: list[Tensor]) -> Tensor:
         need = self.selector.needs
@@ -227,30 +212,10 @@ class OnlineTransformer(nn.Module):
         heads not selected this step detached; anything else the loss depends on gets its
         true gradient by autograd.
         """
-        if self._pred is None:
-            raise InputError("backward() needs a step() first: compute the loss from the prediction it returns")
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise InputError("backward() takes a scalar loss tensor; reduce it first, e.g. loss.sum() or loss.mean()")
-        if not loss.requires_grad:
-            raise InputError(
-                "the loss does not require grad: compute it from the prediction returned by step(), "
-                "outside torch.no_grad()"
-            )
-        if self.check_finite and not bool(torch.isfinite(loss.detach()).all()):
-            raise InputError(
-                f"the loss at step {self.steps - 1} is NaN or inf; nothing was accumulated. Check "
-                "the targets (a diverged model raises DivergenceError instead)"
-            )
-        loss.backward()
-        d, self._pred.grad = self._pred.grad, None
-        if self._pred_prev is not None and self._pred_prev.grad is not None:
-            self._pred_prev.grad = None
-            raise InputError(
-                "the loss depends on the prediction of an earlier step: call backward() at each "
-                "step with a loss of that step's prediction"
-            )
-        if d is None:
-            return
+        super().backward(loss)
+
+    def _backward(self, loss: Tensor) -> None:
+        d = self._output_gradient(loss)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             return
@@ -265,21 +230,15 @@ class OnlineTransformer(nn.Module):
                     "of the latest step, then step the optimizer"
                 )
             grads = torch.autograd.grad(pred, params, delta, allow_unused=True)
-        if self.check_finite and not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+        if self.check_finite and not all_finite([g for g in grads if g is not None]):
             raise DivergenceError(self.steps - 1, "gradient", "Nothing was accumulated into the model.")
         self.last_kept = keep
-        for p, g in zip(params, grads):
-            if g is None:
-                continue
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.add_(g)
+        accumulate(params, grads)
 
     # -- state_dict -----------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
         return {
-            "steps": self.steps,
+            **self._contract_state(),
             "window": None if self._window is None else self._window.clone(),
             "batched": self._batched,
             "selector": self.selector.state_dict(),
@@ -287,11 +246,11 @@ class OnlineTransformer(nn.Module):
 
     def set_extra_state(self, extra: dict[str, Any]) -> None:
         self.selector.load_state_dict(extra["selector"])
-        self.steps = int(extra["steps"])
+        self._load_contract_state(extra)
         window = extra["window"]
         self._window = None if window is None else window.to(self._param().device).clone()
         self._batched = bool(extra["batched"])
-        self._pred = self._pred_prev = self._pred_value = None
+        self._pred_value = None
 
     def extra_repr(self) -> str:
         return f"selector={self.selector!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ConfigurationError
-from .base import AbstractTransport, TransportContext, load_state, state_to_dict
+from .base import AbstractRule, AbstractTransport, AbstractWindowRule, TransportContext, load_state, state_to_dict
 from .full import Full
 from .kf import KF
 from .shadow import GradientLog, Shadowed
@@ -16,7 +16,9 @@ from .trace import Immediate, Trace
 from .uoro import UORO
 
 __all__ = [
+    "AbstractRule",
     "AbstractTransport",
+    "AbstractWindowRule",
     "Full",
     "GradientLog",
     "Immediate",
@@ -38,10 +40,10 @@ __all__ = [
 ]
 
 #: name → rule class; ``make_transport`` and the CLI read names from here only
-RULES: dict[str, type[AbstractTransport]] = {}
+RULES: dict[str, type[AbstractRule]] = {}
 
 
-def register(cls: type[AbstractTransport]) -> type[AbstractTransport]:
+def register(cls: type[AbstractRule]) -> type[AbstractRule]:
     """Make a rule class constructible by its ``name``."""
     RULES[cls.name] = cls
     return cls
@@ -53,12 +55,12 @@ for _cls in (SnAp1, UORO, KF, Shadowed):
     register(_cls)
 
 
-def make_transport(transport: str | AbstractTransport = "full", **options) -> AbstractTransport:
+def make_transport(transport: str | AbstractRule = "full", **options) -> AbstractRule:
     """A rule from its name and options, e.g. ``make_transport("sparse", k=4)``.
 
     A rule object is returned as it is (options are then not allowed).
     """
-    if isinstance(transport, AbstractTransport):
+    if isinstance(transport, AbstractRule):
         if options:
             raise ConfigurationError(
                 f"options {sorted(options)} were given with a ready-made {type(transport).__name__}; "
@@ -81,7 +83,7 @@ def make_transport(transport: str | AbstractTransport = "full", **options) -> Ab
     return cls(**options)
 
 
-def unsupported_reason(transport: str | AbstractTransport, cell, **options) -> str | None:
+def unsupported_reason(transport: str | AbstractRule, cell, **options) -> str | None:
     """Why ``transport`` cannot serve ``cell`` (the rule's ConfigurationError message), or
     None if it can. E.g. ``unsupported_reason("kf", LSTM(1, 8))`` names the vanilla cell."""
     from ..cells import as_cell

@@ -139,22 +139,35 @@ def load_state(state: Any, saved: dict[str, Any]) -> None:
             setattr(state, name, new)
 
 
-class AbstractTransport(ABC):
-    """A rule carrying M = ∂s/∂θ forward: M_t = T_t(M_{t−1}, J_t) + Ī_t."""
+class AbstractRule(ABC):
+    """What every rule of the registry has: a name, a state for a context, a reset.
+
+    Two families share it: :class:`AbstractTransport` (forward transport of M) and
+    :class:`AbstractWindowRule` (the window recomputed by autograd: TBPTT)."""
 
     name: ClassVar[str] = ""
-    #: whether ``update`` reads J_t (the immediate rule and traces do not)
-    needs_jacobian: ClassVar[bool] = True
-    #: graph rules (TBPTT) produce h_t through autograd instead of transporting M
-    uses_graph: ClassVar[bool] = False
 
     @abstractmethod
     def init(self, ctx: TransportContext) -> Any:
-        """A fresh state: zero influence, generators seeded."""
+        """A fresh state: zero influence (or an empty window), generators seeded."""
 
     @abstractmethod
     def reset(self, state: Any) -> None:
         """Start a new sequence: zero the influence, keep generators and counters."""
+
+    def influence(self, state: Any) -> Tensor | None:
+        """M_t as a dense ``(E, B, N, P)`` tensor, for diagnostics (None if not kept)."""
+        return None
+
+    def check_context(self, ctx: TransportContext) -> None:
+        """Raise :class:`ConfigurationError` if this rule cannot serve ``ctx``."""
+
+
+class AbstractTransport(AbstractRule):
+    """A rule carrying M = ∂s/∂θ forward: M_t = T_t(M_{t−1}, J_t) + Ī_t."""
+
+    #: whether ``update`` reads J_t (the immediate rule and traces do not)
+    needs_jacobian: ClassVar[bool] = True
 
     @abstractmethod
     def update(self, state: Any, derivs: StepDerivatives) -> None:
@@ -164,9 +177,15 @@ class AbstractTransport(ABC):
     def gradient(self, state: Any, delta: Tensor) -> list[Tensor]:
         """g_t = Σ_b δ_b·M_t,b per parameter block, ``(E, *shape)``; δ is ``(E, B, H)``."""
 
-    def influence(self, state: Any) -> Tensor | None:
-        """M_t as a dense ``(E, B, N, P)`` tensor, for diagnostics (None if not kept)."""
-        return None
 
-    def check_context(self, ctx: TransportContext) -> None:
-        """Raise :class:`ConfigurationError` if this rule cannot serve ``ctx``."""
+class AbstractWindowRule(AbstractRule):
+    """A rule that keeps no M: it recomputes s_t by autograd through a window of recent
+    steps, so the learner's h_t carries that graph and ``loss.backward()`` gives g_t."""
+
+    @abstractmethod
+    def forward(self, state: Any, cell, params: list[Tensor], s_prev: Tensor, x: Tensor) -> Tensor:
+        """s_t = f(θ, s_{t−1}, x_t) recomputed through the window with ``params`` (graph kept)."""
+
+    @abstractmethod
+    def commit(self, state: Any, s_prev: Tensor, x: Tensor) -> None:
+        """Record (x_t, s_{t−1}) in the window after a successful step."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigurationError
-from .base import AbstractTransport, RuleState, TransportContext, load_state, state_to_dict
+from .base import AbstractTransport, AbstractWindowRule, RuleState, TransportContext, load_state, state_to_dict
 
 Tensor = torch.Tensor
 
@@ -140,13 +140,13 @@ class Shadowed(AbstractTransport):
             if isinstance(value, str):
                 value = make_transport(value)
                 object.__setattr__(self, name, value)
-            if not isinstance(value, AbstractTransport):
-                raise ConfigurationError(f"the shadow's {name} must be a rule name or object, got {value!r}")
-            if getattr(value, "uses_graph", False):
+            if isinstance(value, AbstractWindowRule):
                 raise ConfigurationError(
                     f"the shadow's {name} {value.name!r} learns through autograd's graph, not by "
                     "transporting M; shadow a transport rule (full, sparse, snap1, uoro, ...)"
                 )
+            if not isinstance(value, AbstractTransport):
+                raise ConfigurationError(f"the shadow's {name} must be a rule name or object, got {value!r}")
 
     @property
     def needs_jacobian(self) -> bool:  # type: ignore[override]

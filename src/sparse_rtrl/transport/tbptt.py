@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigurationError
-from .base import AbstractTransport, RuleState, TransportContext
+from .base import AbstractWindowRule, RuleState, TransportContext
 
 Tensor = torch.Tensor
 
@@ -23,7 +23,7 @@ class WindowState(RuleState):
 
 
 @dataclass(frozen=True)
-class TBPTT(AbstractTransport):
+class TBPTT(AbstractWindowRule):
     """g_t = ∂L_t/∂θ through the last T steps only, with the current parameters:
 
         s_{t−T} fixed (the online state),  s_τ = f(θ_t, s_{τ−1}, x_τ) for τ = t−T+1 … t,
@@ -36,8 +36,6 @@ class TBPTT(AbstractTransport):
 
     window: int = 16
     name = "tbptt"
-    needs_jacobian = False
-    uses_graph = True  # the learner runs the window through autograd instead of transporting M
 
     def __post_init__(self):
         if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
@@ -75,9 +73,3 @@ class TBPTT(AbstractTransport):
         state.inputs[:, :, state.filled] = x
         state.states[:, :, state.filled] = s_prev
         state.filled += 1
-
-    def update(self, state, derivs) -> None:
-        raise ConfigurationError("TBPTT runs through OnlineLearner's graph path, not update()")
-
-    def gradient(self, state, delta):
-        raise ConfigurationError("TBPTT gradients come from autograd over the window")
