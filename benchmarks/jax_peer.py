@@ -1,0 +1,233 @@
+"""The library's online step against a hand-written ``jax.jit`` step of equal work, side by side
+in one run: CPU time per step, one thread, batch 1, float32 (issue 15).
+
+    pip install "jax[cpu]"                     # benchmark-only; not a dependency of the library
+    python benchmarks/jax_peer.py              # the table: library / JAX per rule and N
+    python benchmarks/jax_peer.py --sizes 32 64 --steps 300
+
+Equal work per step, written here from the equations (vanilla tanh cell, N units, input I = 1,
+linear readout to one output, squared error, plain SGD):
+
+    z = W_ih x + b_ih + W_hh h + b_hh,  h' = tanh z,  D = 1 − h'²,  J = diag(D)·W_hh
+    Ī[i, (i, l)] = D_i·u_l,  u = [x; h; 1; 1]           (unit-local: row i meets unit i's columns)
+    full        M' = J·M + Ī                          (M dense, N × P)
+    sparse row  M'[i] = Σ_{j ∈ S_i} J_ij M[j] + Ī[i],   S_i k random sources per row, drawn each step
+    sparse col  M' = J[:, S]·M[S] + Ī,                  S k random sources, drawn each step
+    snap1       M'[i, l] = J_ii M[i, l] + D_i u_l       (M on Ī's pattern, N × L)
+    immediate   M' = Ī                                  (never formed: g = (δ ⊙ D) ⊗ u)
+    δ = ∂L/∂h',  g = δ·M',  θ ← θ − η g;  the readout learns by its true gradient.
+
+The library runs its public API: ``learner.step`` → readout → loss → ``learner.backward`` →
+``torch.optim.SGD.step`` → ``zero_grad``. JAX runs one jitted call per step (state in, state
+out, ``block_until_ready``), the online loop a user would write. Before timing, both compute
+the gradients of 5 steps in float64 from the same parameters with the same fixed masks, and
+they must agree to 1e-10. CPU time (``time.process_time``) is robust to other jobs; the
+machine's load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RULES = ("full", "sparse row k=4", "sparse column k=4", "snap1", "immediate")
+K = 4
+
+
+# -- the JAX peer ------------------------------------------------------------------------------
+
+def jax_step_fn(rule: str, N: int, I: int, lr: float, fixed=None):
+    """A jitted ``step(θ, M, h, x, y, key) → (θ, M, h, key, loss)`` for ``rule``."""
+    import jax
+    import jax.numpy as jnp
+
+    L = I + N + 2  # columns of unit i in each of its rows: [x; h; 1; 1]
+    P = N * L
+    # column of parameter (i, l) of each block in the flat θ = [W_ih, W_hh, b_ih, b_hh]
+    i = np.arange(N)[:, None]
+    cols = np.concatenate([i * I + np.arange(I), N * I + i * N + np.arange(N),
+                           np.full((N, 1), N * I + N * N) + i, np.full((N, 1), N * I + N * N + N) + i], 1)
+    rows = np.broadcast_to(i, cols.shape)
+
+    def unpack(theta):
+        w_ih = theta[: N * I].reshape(N, I)
+        w_hh = theta[N * I: N * I + N * N].reshape(N, N)
+        b_ih, b_hh = theta[N * I + N * N: N * I + N * N + N], theta[N * I + N * N + N:]
+        return w_ih, w_hh, b_ih, b_hh
+
+    def step(theta, readout, M, h, x, y, key):
+        w_ih, w_hh, b_ih, b_hh = unpack(theta)
+        hn = jnp.tanh(w_ih @ x + b_ih + w_hh @ h + b_hh)
+        D = 1.0 - hn * hn
+        u = jnp.concatenate([x, h, jnp.ones(2, hn.dtype)])
+        local = D[:, None] * u[None, :]  # Ī's nonzero entries, (N, L)
+        W_o, b_o = readout
+        err = W_o @ hn + b_o - y
+        loss = (err * err).sum()
+        delta = 2.0 * err @ W_o  # ∂L/∂h'
+        key, sub = jax.random.split(key)
+        if rule == "immediate":
+            g = jnp.zeros(P, hn.dtype).at[cols.reshape(-1)].set(((delta * D)[:, None] * u[None, :]).reshape(-1))
+        elif rule == "snap1":
+            M = jnp.diagonal(w_hh)[:, None] * D[:, None] * M + local
+            g = jnp.zeros(P, hn.dtype).at[cols.reshape(-1)].set((delta[:, None] * M).reshape(-1))
+        else:
+            J = D[:, None] * w_hh
+            if rule == "full":
+                M = J @ M
+            elif rule == "sparse row k=4":
+                idx = fixed if fixed is not None else jax.lax.top_k(jax.random.uniform(sub, (N, N)), K)[1]
+                M = jnp.einsum("ik,ikp->ip", jnp.take_along_axis(J, idx, 1), M[idx])
+            else:
+                S = fixed if fixed is not None else jax.lax.top_k(jax.random.uniform(sub, (N,)), K)[1]
+                M = J[:, S] @ M[S]
+            M = M.at[rows, cols].add(local)
+            g = delta @ M
+        readout_g = (2.0 * err[:, None] * hn[None, :], 2.0 * err)
+        theta = theta - lr * g
+        readout = (W_o - lr * readout_g[0], b_o - lr * readout_g[1])
+        return theta, readout, M, hn, key, loss, g
+
+    return jax.jit(step)
+
+
+def flat_parameters(cell) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1) for p in cell.parameters()]).numpy()
+
+
+# -- the library side --------------------------------------------------------------------------
+
+def library(rule: str, N: int, dtype, lr: float, seed=0, fixed=None):
+    from sparse_rtrl import OnlineLearner, VanillaRNN
+
+    torch.manual_seed(seed)
+    cell, readout = VanillaRNN(1, N).to(dtype), torch.nn.Linear(N, 1).to(dtype)
+    name, options = {
+        "full": ("full", {}), "immediate": ("immediate", {}), "snap1": ("snap1", {}),
+        "sparse row k=4": ("sparse", {"k": K}),
+        "sparse column k=4": ("sparse", {"k": K, "granularity": "column"}),
+    }[rule]
+    if fixed is not None:
+        options = {"selection": fixed, "granularity": options.get("granularity", "row")}
+    learner = OnlineLearner(cell, name, **options)
+    opt = torch.optim.SGD([*learner.parameters(), *readout.parameters()], lr=lr)
+    return cell, readout, learner, opt
+
+
+def library_loop(cell, readout, learner, opt, xs, ys, record=None):
+    for t in range(len(xs)):
+        h = learner.step(xs[t])
+        loss = (readout(h) - ys[t]).pow(2).sum()
+        learner.backward(loss)
+        if record is not None:
+            record.append(torch.cat([p.grad.reshape(-1) for p in cell.parameters()]).clone())
+        opt.step()
+        opt.zero_grad()
+
+
+def check_equal(rule: str, N: int) -> float:
+    """Largest relative gradient difference over 5 float64 steps with the same fixed masks."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    g = torch.Generator().manual_seed(1)
+    fixed_t = fixed_j = None
+    if rule == "sparse row k=4":
+        idx = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(N)])
+        fixed_t = torch.zeros(N, N, dtype=torch.bool).scatter_(1, idx, True)
+        fixed_j = jnp.asarray(np.sort(idx.numpy(), 1))
+    elif rule == "sparse column k=4":
+        S = torch.randperm(N, generator=g)[:K]
+        fixed_t = torch.zeros(N, dtype=torch.bool).index_fill_(0, S, True)
+        fixed_j = jnp.asarray(np.sort(S.numpy()))
+    cell, readout, learner, opt = library(rule, N, torch.float64, 0.0, fixed=fixed_t)
+    xs = torch.randn(5, 1, generator=g, dtype=torch.float64)
+    ys = torch.randn(5, 1, generator=g, dtype=torch.float64)
+    ours = []
+    library_loop(cell, readout, learner, opt, xs, ys, ours)
+    step = jax_step_fn(rule, N, 1, 0.0, fixed_j)
+    theta = jnp.asarray(flat_parameters(cell))
+    ro = (jnp.asarray(readout.weight.detach().numpy()), jnp.asarray(readout.bias.detach().numpy()))
+    M = jnp.zeros((N, N + 3) if rule == "snap1" else (N, theta.shape[0]))
+    h, key, worst = jnp.zeros(N), jax.random.PRNGKey(0), 0.0
+    for t in range(5):
+        theta, ro, M, h, key, _, gj = step(theta, ro, M, h, jnp.asarray(xs[t].numpy()), jnp.asarray(ys[t].numpy()), key)
+        a, b = ours[t].numpy(), np.asarray(gj)
+        worst = max(worst, float(np.linalg.norm(a - b) / np.linalg.norm(b)))
+    jax.config.update("jax_enable_x64", False)
+    return worst
+
+
+def time_both(rule: str, N: int, steps: int, lr: float = 1e-4) -> tuple[float, float]:
+    """CPU seconds per step: (library, JAX), float32, measured in alternating blocks."""
+    import jax
+    import jax.numpy as jnp
+
+    g = torch.Generator().manual_seed(2)
+    xs = torch.randn(steps, 1, generator=g)
+    ys = torch.randn(steps, 1, generator=g)
+    cell, readout, learner, opt = library(rule, N, torch.float32, lr)
+    step = jax_step_fn(rule, N, 1, lr)
+    theta = jnp.asarray(flat_parameters(cell))
+    state = [theta, (jnp.asarray(readout.weight.detach().numpy()), jnp.asarray(readout.bias.detach().numpy())),
+             jnp.zeros((N, N + 3) if rule == "snap1" else (N, theta.shape[0]), jnp.float32),
+             jnp.zeros(N, jnp.float32), jax.random.PRNGKey(0)]
+    xj, yj = [jnp.asarray(x.numpy()) for x in xs], [jnp.asarray(y.numpy()) for y in ys]
+
+    def run_jax(lo, hi):
+        for t in range(lo, hi):
+            out = step(*state[:4], xj[t], yj[t], state[4])
+            out[5].block_until_ready()
+            state[:] = [out[0], out[1], out[2], out[3], out[4]]
+
+    run_jax(0, min(20, steps))  # compile and warm up
+    library_loop(cell, readout, learner, opt, xs[:20], ys[:20])
+    blocks, lib, jx = 4, 0.0, 0.0
+    edges = np.linspace(0, steps, blocks + 1).astype(int)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        t0 = time.process_time()
+        library_loop(cell, readout, learner, opt, xs[lo:hi], ys[lo:hi])
+        lib += time.process_time() - t0
+        t0 = time.process_time()
+        run_jax(lo, hi)
+        jx += time.process_time() - t0
+    return lib / steps, jx / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--steps", type=int, default=600, help="timed steps per rule and size")
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}")
+    for rule in args.rules:
+        err = check_equal(rule, 8)
+        print(f"gradients {rule}: library vs JAX relative difference {err:.1e} (float64, 5 steps)")
+        assert err < 1e-10, f"{rule}: the two steps do not compute the same gradient"
+    rows = {}
+    for rule in args.rules:
+        for N in args.sizes:
+            steps = max(50, args.steps * 32 // N) if rule == "full" else args.steps
+            rows[rule, N] = time_both(rule, N, steps)
+    head = "| rule | " + " | ".join(f"N = {N}" for N in args.sizes) + " |"
+    print("\nlibrary / JAX, CPU time per step (library ms / JAX ms); > 1: the library is slower\n")
+    print(head)
+    print("|---|" + "---|" * len(args.sizes))
+    for rule in args.rules:
+        cells = [f"{rows[rule, N][0] / rows[rule, N][1]:.2f} ({rows[rule, N][0] * 1e3:.3f} / {rows[rule, N][1] * 1e3:.3f})"
+                 for N in args.sizes]
+        print(f"| {rule} / JAX | " + " | ".join(cells) + " |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
