@@ -176,3 +176,16 @@ def test_functional_cell_rejects_wrong_output_shape():
     cell = FunctionalCell(lambda p, s, x: p["w"] @ s[:2], {"w": torch.ones(2, 2)}, 1, 3)
     with pytest.raises(ValueError, match="must return the next state"):
         cell(torch.ones(1), torch.ones(3))
+
+
+def test_replacing_a_parameter_object_is_seen_by_the_cached_layout():
+    """The parameter list and layout are cached; assigning a new Parameter rebuilds them."""
+    cell = make_cell("vanilla", I=3, n=5)
+    first = cell.transported_parameters()
+    assert first[1] is cell.weight_hh and cell.layout().size == 5 * 3 + 25 + 10
+    cell.weight_hh = nn.Parameter(torch.zeros(5, 5, dtype=torch.float64))
+    assert cell.transported_parameters()[1] is cell.weight_hh
+    custom = make_custom()
+    w = custom.transported_parameters()[0]
+    custom.params["w"] = nn.Parameter(w.detach().clone())
+    assert custom.transported_parameters()[0] is custom.params["w"] and custom.transported_parameters()[0] is not w

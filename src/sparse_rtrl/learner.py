@@ -96,7 +96,7 @@ class OnlineLearner(AbstractOnlineLearner):
 
     # -- shapes ---------------------------------------------------------------------------
     def _reference_parameter(self) -> Tensor:
-        return next(self.cell.parameters())
+        return self.cell._cached_parameters()[0][0]
 
     @property
     def _param(self) -> Tensor:

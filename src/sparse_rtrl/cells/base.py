@@ -57,16 +57,35 @@ class AbstractCell(nn.Module):
         """E, the number of ensemble members (1 for a solo cell)."""
         return 1 if self.ensemble_size is None else self.ensemble_size
 
+    def _parameter_signature(self) -> tuple[int, ...]:
+        """Identities of the parameter objects; the cached list and layout are rebuilt when
+        one is replaced (``cell.weight_hh = nn.Parameter(...)``). Cheap: no module walk."""
+        return tuple(map(id, self._parameters.values()))
+
+    def _cached_parameters(self) -> tuple[list[nn.Parameter], ParamLayout]:
+        # the learner asks for these several times a step; walking named_parameters() each
+        # time cost more than the arithmetic of a small step
+        signature = self._parameter_signature()
+        cache = self.__dict__.get("_parameter_cache")
+        if cache is None or cache[0] != signature:
+            params = self._collect_parameters()
+            lead = 0 if self.ensemble_size is None else 1
+            layout = ParamLayout.from_shapes([(name, tuple(p.shape[lead:])) for name, p in params])
+            cache = (signature, [p for _, p in params], layout)
+            self.__dict__["_parameter_cache"] = cache  # not a Module attribute: never saved
+        return cache[1], cache[2]
+
+    def _collect_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) in M's order."""
+        return list(self.named_parameters())
+
     def layout(self) -> ParamLayout:
         """Names and shapes (per member) of the recurrent parameters, in M's order."""
-        lead = 0 if self.ensemble_size is None else 1
-        return ParamLayout.from_shapes(
-            [(name, tuple(p.shape[lead:])) for name, p in self.named_parameters()]
-        )
+        return self._cached_parameters()[1]
 
     def transported_parameters(self) -> list[nn.Parameter]:
         """The parameters whose gradient the learner transports, in layout order."""
-        return [p for _, p in self.named_parameters()]
+        return list(self._cached_parameters()[0])
 
     def stacked_parameters(self) -> list[Tensor]:
         """Detached parameter views with the ensemble dimension, ``(E, *shape)``."""
@@ -77,7 +96,7 @@ class AbstractCell(nn.Module):
 
     def initial_state(self, batch: int, dtype=None, device=None) -> Tensor:
         """The zero state ``(E, B, N)``."""
-        p = next(self.parameters())
+        p = self._cached_parameters()[0][0]
         return torch.zeros(
             self.members, batch, self.state_size, dtype=dtype or p.dtype, device=device or p.device
         )

@@ -79,16 +79,11 @@ class FunctionalCell(AbstractCell):
 
         return cls(step, named, input_size, state_size, hidden_size)
 
-    def transported_parameters(self) -> list[nn.Parameter]:
-        return [self.params[self._key(k)] for k in self._names]
+    def _parameter_signature(self) -> tuple[int, ...]:
+        return tuple(map(id, self.params._parameters.values()))
 
-    def layout(self):
-        from ..layout import ParamLayout
-
-        lead = 0 if self.ensemble_size is None else 1
-        return ParamLayout.from_shapes(
-            [(k, tuple(p.shape[lead:])) for k, p in zip(self._names, self.transported_parameters())]
-        )
+    def _collect_parameters(self):
+        return [(k, self.params[self._key(k)]) for k in self._names]
 
     def _as_dict(self, params: list[Tensor]) -> dict[str, Tensor]:
         return dict(zip(self._names, params))
