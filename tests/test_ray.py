@@ -8,10 +8,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from sparse_rtrl.experiments import Sweep  # noqa: E402
-from sparse_rtrl.experiments.faults import MARKERS, crash_once_then_execute  # noqa: E402
 from sparse_rtrl.experiments.ray_executor import RayExecutor  # noqa: E402
 from sparse_rtrl.experiments.report import build_report  # noqa: E402
 
+from faults import crash_once  # noqa: E402
 from test_experiments import finished, tiny  # noqa: E402,F401  (the local sweep fixture)
 
 pytestmark = pytest.mark.ray
@@ -41,12 +41,11 @@ def test_ray_sweep_equals_local_sweep(ray_sweep, finished):  # noqa: F811
     assert (ray_sweep / "claims.json").read_bytes() == (finished / "claims.json").read_bytes()
 
 
-def test_sweep_survives_killed_workers(tmp_path, monkeypatch, finished):  # noqa: F811
-    monkeypatch.setenv(MARKERS, str(tmp_path / "markers"))  # before the cluster starts: workers inherit it
+def test_sweep_survives_killed_workers(tmp_path, finished):  # noqa: F811
     executor = RayExecutor(workers=2)
     try:
         assert Sweep(tmp_path / "out", tiny(), executor=executor, profile="test", progress=False,
-                     task=crash_once_then_execute).run()
+                     task=crash_once(tmp_path / "markers")).run()
     finally:
         executor.close()
     killed = list((tmp_path / "markers").iterdir())
