@@ -117,6 +117,12 @@ def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
     assert "sweep.json is missing" in one_error_line(capsys)
 
 
+def test_report_without_the_experiments_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "pip install -e '.[experiments]'" in one_error_line(capsys)
+
+
 def test_debug_shows_the_error_itself(tmp_path):
     for argv in (["--debug", "report", str(tmp_path / "missing")], ["report", str(tmp_path / "missing"), "--debug"]):
         with pytest.raises(cli.CommandError, match="no such folder"):
