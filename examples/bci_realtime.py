@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 
 from sparse_rtrl import OnlineLearner
 from sparse_rtrl.cells import VanillaRNN
+from sparse_rtrl.errors import SparseRTRLError
 from sparse_rtrl.tasks import make_task
 
 
@@ -112,8 +114,12 @@ def main(argv=None) -> int:
         options["data_dir"] = args.data_dir
     if args.source == "files":
         options.update(session_a=args.session_a, session_b=args.session_b, bin_size=args.bin_size)
-    task = make_task("bci", **options)
-    bins = args.bins if args.source == "synthetic" else min(args.bins, task.session_bins()[1])
+    try:  # a missing or unreadable recording: one line naming the file and where data goes
+        task = make_task("bci", **options)
+        bins = args.bins if args.source == "synthetic" else min(args.bins, task.session_bins()[1])
+    except (SparseRTRLError, OSError) as err:
+        print(f"bci_realtime: error: {err}", file=sys.stderr)
+        return 2
     cell, readout = pretrain(task, args.hidden, args.pretrain_updates, args.seed)
     print(f"bci {args.source}: {task.input_size} inputs, vanilla RNN n={args.hidden}, float32, "
           f"{torch.get_num_threads()} thread(s); {bins} bins of session B")

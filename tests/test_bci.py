@@ -272,6 +272,7 @@ def test_reproduce_flags_reach_the_c9_experiments(tmp_path, recordings, monkeypa
     import sparse_rtrl.experiments as experiments_pkg
     import sparse_rtrl.experiments.report as report_mod
     from sparse_rtrl import cli
+    from sparse_rtrl.cli import CommandError
 
     a, b, *_ = recordings
     seen = {}
@@ -300,7 +301,7 @@ def test_reproduce_flags_reach_the_c9_experiments(tmp_path, recordings, monkeypa
     assert exps["bci_files"].task_options == {"source": "files", "session_a": str(a.resolve()),
                                               "session_b": str(b.resolve()), "bin_size": 0.1}
     assert all(e.claims == ("C9",) and len(e.seeds) == 3 for e in exps.values())
-    with pytest.raises(SystemExit, match="go together"):
-        cli.main(["reproduce", "--only", "C9", "--session-a", str(a)])
+    with pytest.raises(CommandError, match="go together"):  # --debug: the error itself
+        cli.main(["--debug", "reproduce", "--only", "C9", "--session-a", str(a)])
     with pytest.raises(ConfigurationError, match="no such directory"):
-        cli.main(["reproduce", "--only", "C9", "--data-dir", str(tmp_path / "nowhere")])
+        cli.main(["--debug", "reproduce", "--only", "C9", "--data-dir", str(tmp_path / "nowhere")])

@@ -1,4 +1,11 @@
-"""The ``sparse-rtrl`` command: the only place where command-line strings become objects."""
+"""The ``sparse-rtrl`` command: the only place where command-line strings become objects.
+
+Every subcommand is a function ``_name(args) -> exit code``; :func:`main` dispatches through
+:func:`run`, the one place where errors become messages: a library error
+(:class:`~sparse_rtrl.errors.SparseRTRLError`), a missing file or package, or a
+``SystemExit(message)`` is printed as one line on stderr with exit code 2. ``--debug`` shows
+the full traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from .errors import SparseRTRLError
+
+
+class CommandError(SparseRTRLError):
+    """A command-line usage error found after parsing (the message names the fix)."""
 
 
 def _demo(args) -> int:
@@ -58,68 +71,144 @@ def _select(experiments, only: str | None):
     chosen = [e for e in experiments if e.name in wanted or wanted & set(e.claims)]
     if not chosen:
         names = ", ".join(sorted({e.name for e in experiments} | {c for e in experiments for c in e.claims}))
-        raise SystemExit(f"--only {only!r} matches no experiment; choose among: {names}")
+        raise CommandError(f"--only {only!r} matches no experiment; choose among: {names}")
     return chosen
 
 
 def _bci_options(args) -> dict:
     """The BCI (C9) options of ``reproduce``: the data folder and the user's two sessions."""
     if (args.session_a is None) != (args.session_b is None):
-        raise SystemExit("--session-a and --session-b go together: pass both recordings (A = training "
-                         "session, B = the later session the decoder adapts to)")
+        raise CommandError("--session-a and --session-b go together: pass both recordings (A = training "
+                           "session, B = the later session the decoder adapts to)")
     if args.bin_size is not None and args.session_a is None:
-        raise SystemExit("--bin-size applies to --session-a/--session-b: pass the two recordings too")
+        raise CommandError("--bin-size applies to --session-a/--session-b: pass the two recordings too")
     files = (args.session_a, args.session_b) if args.session_a is not None else None
     return {"data_dir": args.data_dir, "session_files": files, "bin_size": args.bin_size}
 
 
 def _reproduce(args) -> int:
     from .experiments import Sweep, experiments
-    from .experiments.report import build_report
+    from .experiments.preflight import check
 
     exps = _select(experiments(args.profile, **_bci_options(args)), args.only)
     out = Path(args.out)
+    numerics = check(exps, out, executor=args.executor, workers=args.workers)  # fails in seconds
+    if not args.quiet:
+        print(f"{len(exps)} experiment(s); numeric path {numerics['numeric_path']}, torch {numerics['torch']}")
     t0 = time.perf_counter()
     executor = _executor(args)
     try:
-        sweep = Sweep(out, exps, executor=executor, profile=args.profile, progress=not args.quiet)
+        sweep = Sweep(out, exps, executor=executor, profile=args.profile, progress=not args.quiet,
+                      numerics_change=args.numerics_change)
         complete = sweep.run()
     finally:
         executor.close()
+    from .experiments.report import build_report
+
     path = build_report(out)
     print(f"{'complete' if complete else 'incomplete'} sweep in {time.perf_counter() - t0:.0f} s; report: {path}")
     return 0 if complete else 1
 
 
 def _report(args) -> int:
+    from .experiments.preflight import EXTRAS, PreflightError, missing
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CommandError(f"{folder}: no such folder; pass the --out folder of `sparse-rtrl reproduce`")
+    lines = missing(EXTRAS)
+    if lines:
+        raise PreflightError("\n".join(lines))
     from .experiments.report import build_report
 
-    print(build_report(Path(args.dir)))
+    print(build_report(folder))
     return 0
+
+
+def _summary(doc: str) -> str:
+    """A rule's docstring to the end of its first complete sentence: the first paragraph,
+    and when it ends in ":" or "," the displayed formula after it (and, after a ",", the rest
+    of the sentence). Paragraphs are separated by blank lines; a displayed formula keeps its
+    lines."""
+    import inspect
+    import re
+
+    out: list[str] = []
+    for para in inspect.cleandoc(doc or "").split("\n\n"):
+        if para.startswith(" "):  # a displayed formula, inside the sentence
+            out.append(para)
+            if out[-2].endswith(":"):  # "…, unbiased:" + formula ends the sentence
+                break
+            continue
+        text = " ".join(para.split())
+        if out:  # the sentence goes on after a formula: up to its full stop
+            text = re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+        out.append(text)
+        if not text.endswith((":", ",")):
+            break
+    return "\n\n".join(out)
 
 
 def _rules(args) -> int:
     import dataclasses
+    import textwrap
 
     from .transport import RULES
 
     for name, cls in sorted(RULES.items()):
-        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)
-                            if f.default is not dataclasses.MISSING)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:10s} {doc}\n{'':10s} options: {options or 'none'}")
+        options = ", ".join(
+            f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f"{f.name} (required)"
+            for f in dataclasses.fields(cls) if f.init)
+        lines = []
+        for para in _summary(cls.__doc__).split("\n\n"):
+            if para.startswith(" "):
+                lines += [f"{'':11s}{line}" for line in para.splitlines()]
+            else:
+                lines += textwrap.wrap(para, 100, initial_indent=" " * 11, subsequent_indent=" " * 11)
+        print(f"{name:10s} {lines[0][11:] if lines else ''}")
+        lines += textwrap.wrap(f"options: {options or 'none'}", 100, initial_indent=" " * 11,
+                               subsequent_indent=" " * 20)
+        print("\n".join(lines[1:]))
     return 0
+
+
+def _build_kernels(args) -> int:
+    from .transport import _cpu_kernels, kernels
+
+    if _cpu_kernels.disabled():
+        raise CommandError("SPARSE_RTRL_NO_EXTENSION is set: unset it to build and use the compiled kernels")
+    t0 = time.perf_counter()
+    path = _cpu_kernels.build()  # raises KernelBuildError naming the cause
+    numeric = kernels.numeric_path("cpu")  # loads the library
+    if numeric == "torch":
+        raise CommandError(f"built {path} but could not load it: {_cpu_kernels.reason}")
+    print(f"compiled CPU kernels ready: {path} (numeric path {numeric}; {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparse-rtrl", description="Online learning by forward gradient transport.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    # --debug after the subcommand too; SUPPRESS keeps a --debug given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("reproduce", help="measure the paper's claims and write report.md, claims.json, figures")
+    r = sub.add_parser("reproduce", parents=[common], help="measure the paper's claims and write report.md, claims.json, figures")
     r.add_argument("--profile", choices=["quick", "paper"], default="quick")
     r.add_argument("--out", default="results", help="output directory (runs already there are reused)")
     r.add_argument("--only", help="comma-separated claim ids or experiment names (e.g. C1,C6)")
-    r.add_argument("--workers", type=int, default=None, help="parallel runs (default: all cores)")
+    r.add_argument("--workers", type=_positive_int, default=None, help="parallel runs, ≥ 1 (default: all cores)")
     r.add_argument("--executor", choices=["local", "ray"], default="local")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,13 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--session-b", default=None, help="C9 on your own data: the later session to adapt to")
     r.add_argument("--bin-size", type=float, default=None,
                    help="bin width in s for --session-a/--session-b (needed for spike-time files)")
+    r.add_argument("--numerics-change", choices=["stop", "redo", "keep"], default="stop",
+                   help="when finished runs in --out were computed by another numeric path or torch "
+                        "version: stop and say so (default), redo those runs, or keep them")
     r.set_defaults(func=_reproduce)
 
-    rep = sub.add_parser("report", help="rebuild report.md, claims.json and figures from a results directory")
+    rep = sub.add_parser("report", parents=[common], help="rebuild report.md, claims.json and figures from a results directory")
     rep.add_argument("dir")
     rep.set_defaults(func=_report)
 
-    d = sub.add_parser("demo", help="adapt a small RNN online to a frequency shift")
+    d = sub.add_parser("demo", parents=[common], help="adapt a small RNN online to a frequency shift")
     d.add_argument("--transport", default="sparse", choices=["full", "sparse", "immediate"])
     d.add_argument("--k", type=int, default=4)
     d.add_argument("--hidden", type=int, default=32)
@@ -146,15 +238,43 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
 
-    rules = sub.add_parser("rules", help="list the transport rules and their options")
+    rules = sub.add_parser("rules", parents=[common], help="list the transport rules and their options")
     rules.set_defaults(func=_rules)
+
+    bk = sub.add_parser("build-kernels", parents=[common],
+                        help="compile the CPU kernels of the sparse products ahead of time")
+    bk.set_defaults(func=_build_kernels)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _error(message: str) -> int:
+    print(f"sparse-rtrl: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``args.func(args)``; errors become one-line messages (exit 2) unless ``args.debug``."""
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except SystemExit as exit_:
+        if debug or not isinstance(exit_.code, str):
+            raise
+        return _error(exit_.code)
+    except (SparseRTRLError, OSError, ImportError) as err:
+        if debug:
+            raise
+        return _error(str(err) or type(err).__name__)
+    except Exception as err:  # noqa: BLE001 - a bug: say so, keep the traceback for --debug
+        if debug:
+            raise
+        print(f"sparse-rtrl: internal error: {type(err).__name__}: {err} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

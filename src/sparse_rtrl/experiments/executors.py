@@ -8,8 +8,17 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
+from ..errors import ConfigurationError
+
 Job = dict
 Outcome = tuple[Job, Any, BaseException | None]
+
+
+def check_workers(workers: int | None) -> None:
+    """Refuse a worker count below 1 (0 would wait for ever on a pool with no worker)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(f"workers={workers!r}: the number of parallel runs must be a whole "
+                                 "number ≥ 1 (or None for one per core)")
 
 
 def default_workers() -> int:
@@ -23,6 +32,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None):
+        check_workers(workers)
         self.workers = workers or default_workers()
 
     def map(self, fn: Callable[[Job], Any], jobs: Iterable[Job]) -> Iterator[Outcome]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigurationError
-from .executors import Job, Outcome
+from .executors import Job, Outcome, check_workers
 
 
 def _ray():
@@ -36,6 +36,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 3,
                  resources: Callable[[Job], dict] | None = None):
+        check_workers(workers)
         ray = _ray()
         self._ray = ray
         self.max_retries = max_retries

@@ -1,13 +1,25 @@
 """The sweep driver: plans every run of a profile (pretraining snapshots, validation runs,
 evaluation runs), skips runs whose result file already exists with the same key, runs the
 rest on an executor and writes each result atomically, so an interrupted sweep resumes
-without losing finished runs."""
+without losing finished runs.
+
+Every result file records its ``numerics``: the numeric path of the sparse products
+(``"c-kernels(fma)"``, ``"c-kernels"`` or ``"torch"``, see
+:func:`sparse_rtrl.transport.kernels.numeric_path`) and the torch version. A finished run
+counts as done only with the same key *and* the same numerics, so a resumed sweep never
+mixes two numeric paths silently: by default (``numerics_change="stop"``) :meth:`Sweep.run`
+stops before the first run and names the runs that differ; ``"redo"`` redoes them, ``"keep"``
+keeps them (each file still says how it was computed). Files written before numerics were
+recorded have no such field: they are kept as done (their key still matches) and counted in
+one line. The report reads files by key only, so every older file stays readable.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,13 +27,24 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..errors import ConfigurationError, SparseRTRLError
 from .config import FROZEN, Experiment, Method, stable_hash
 from .executors import LocalExecutor
 from .grouping import adapt_group, plan_groups, run_count
+from .preflight import numerics
 from .protocol import protocol_for
 from .selection import choose_lr
 
 FORMAT = 1  # bump when result files change meaning
+NUMERICS_CHANGES = ("stop", "redo", "keep")
+
+
+class RunsFailed(SparseRTRLError, RuntimeError):
+    """Some runs of a sweep raised; the finished ones are saved (the message lists the rest)."""
+
+
+class NumericsChanged(ConfigurationError):
+    """Finished runs in the output folder were computed by another numeric path or torch."""
 
 
 def _git_commit() -> str:
@@ -107,6 +130,11 @@ def execute(job: dict) -> dict | list[dict]:
     torch.set_num_threads(1)
     try:
         exp: Experiment = job["experiment"]
+        here, expected = numerics(exp.device), job.get("numerics")
+        if expected is not None and here != expected:  # e.g. a cluster node without a compiler
+            raise NumericsChanged(f"this worker computes with {here}, the driver expects {expected}: "
+                                  "give every node the same torch and a C compiler (`sparse-rtrl "
+                                  "build-kernels` shows why the kernels fail), or run there alone")
         pretrain, adapt = protocol_for(exp)
         if job["kind"] == "pretrain":
             return pretrain(exp, job["seed"]).to_dict()
@@ -144,10 +172,18 @@ class Sweep:
     ``ensembles``: run the seeds of one (experiment, method, lr) as one ensemble job where
     that pays off (see ``grouping.groupable``); None (default) means yes unless
     ``$SPARSE_RTRL_NO_ENSEMBLE`` is set. Result files are the same either way.
+    ``numerics_change``: what to do with finished runs computed by another numeric path or
+    torch version ("stop", "redo" or "keep"; see the module docstring).
     """
 
     def __init__(self, out: Path | str, experiments: Iterable[Experiment], executor=None,
-                 profile: str = "custom", progress: bool = True, task=None, ensembles: bool | None = None):
+                 profile: str = "custom", progress: bool = True, task=None, ensembles: bool | None = None,
+                 numerics_change: str = "stop"):
+        if numerics_change not in NUMERICS_CHANGES:
+            raise ConfigurationError(f"numerics_change={numerics_change!r}: choose one of "
+                                     f"{', '.join(NUMERICS_CHANGES)}")
+        self.numerics_change = numerics_change
+        self._numerics: dict[str, dict] = {}
         self.layout = Layout(Path(out))
         self.experiments = list(experiments)
         self.executor = executor or LocalExecutor()
@@ -157,18 +193,79 @@ class Sweep:
         self.ensembles = ensembles
         self._commit = _git_commit()
 
+    # -- numerics -------------------------------------------------------------------------
+    def numerics(self, device: str = "cpu") -> dict:
+        """The numerics of a run on ``device`` in this process (computed once per device)."""
+        if device not in self._numerics:
+            self._numerics[device] = numerics(device)
+        return self._numerics[device]
+
+    def _recorded(self, data: dict) -> tuple[dict | None, dict]:
+        """(what a result file records, what this process would record for that run)."""
+        device = (data.get("config") or {}).get("device", "cpu")
+        return data.get("numerics"), self.numerics(device)
+
+    def _acceptable(self, data: dict) -> bool:
+        recorded, here = self._recorded(data)
+        return recorded is None or recorded == here or self.numerics_change == "keep"
+
+    def _finished_files(self) -> list[Path]:
+        """The result files of this sweep's experiments that exist (runs and snapshots)."""
+        files = set()
+        for exp in self.experiments:
+            files.update((self.layout.out / "runs" / exp.name).rglob("seed*.json"))
+            files.update((self.layout.out / "snapshots" / exp.pretrain_key()).glob("seed*.json"))
+        return sorted(files)
+
+    def numerics_survey(self) -> tuple[list[tuple[Path, dict, dict]], int]:
+        """(files whose recorded numerics differ from this process's, as (path, recorded,
+        here); how many files record none)."""
+        differ, legacy = [], 0
+        for path in self._finished_files():
+            data = read_json(path)
+            if data is None:
+                continue
+            recorded, here = self._recorded(data)
+            if recorded is None:
+                legacy += 1
+            elif recorded != here:
+                differ.append((path, recorded, here))
+        return differ, legacy
+
+    def _check_numerics(self) -> None:
+        """Stop, or say what is redone or kept, before the first run (see the module doc)."""
+        differ, legacy = self.numerics_survey()
+        say = print if self.progress else (lambda *a, **k: None)
+        if legacy:
+            say(f"{legacy} finished run file(s) predate numerics recording: kept as done", file=sys.stderr)
+        if not differ:
+            return
+        path, recorded, here = differ[0]
+        what = (f"{len(differ)} finished run file(s) in {self.layout.out} were computed with numeric path "
+                f"{recorded.get('numeric_path')}, torch {recorded.get('torch')} (e.g. {path}); this process "
+                f"uses {here['numeric_path']}, torch {here['torch']}")
+        if self.numerics_change == "stop":
+            raise NumericsChanged(
+                f"{what}. Restore that setup (`sparse-rtrl build-kernels` says why compiled kernels are "
+                "missing), or rerun with --numerics-change redo (redo those runs) or keep (keep them: the "
+                "sweep then mixes numeric paths), or use another --out")
+        say(f"{what}: {'redoing' if self.numerics_change == 'redo' else 'keeping'} them", file=sys.stderr)
+
     # -- planning -------------------------------------------------------------------------
     def _meta(self, kind: str, exp: Experiment, seed: int, method=None, lr=None) -> dict:
         return {"key": run_key(kind, exp, seed, method, lr), "kind": kind, "experiment": exp.name,
                 "seed": seed, "method": None if method is None else method.to_dict(), "lr": lr,
-                "config": exp.to_dict(), "version": __version__, "git_commit": self._commit}
+                "config": exp.to_dict(), "version": __version__, "git_commit": self._commit,
+                "numerics": self.numerics(exp.device)}
 
     def _done(self, path: Path, key: str) -> bool:
+        """Whether ``path`` holds the finished run ``key`` computed with acceptable numerics."""
         if path.suffix == ".pt":
             summary = read_json(path.with_suffix(".json"))
-            return path.exists() and summary is not None and summary.get("key") == key
+            return (path.exists() and summary is not None and summary.get("key") == key
+                    and self._acceptable(summary))
         data = read_json(path)
-        return data is not None and data.get("key") == key
+        return data is not None and data.get("key") == key and self._acceptable(data)
 
     def _pretrain_jobs(self) -> list[dict]:
         jobs, seen = [], set()
@@ -233,7 +330,7 @@ class Sweep:
         index = {}
         for path in sorted((self.layout.out / "runs").rglob("seed*.json")):
             data = read_json(path)
-            if data is not None and "key" in data:
+            if data is not None and "key" in data and self._acceptable(data):
                 index.setdefault(data["key"], path)
         return index
 
@@ -244,8 +341,10 @@ class Sweep:
         index, unique = self._index(), {}
         for job in jobs:
             key = job["meta"]["key"]
-            if key in index:
-                write_json_atomic(job["path"], {**job["meta"], "result": read_json(index[key])["result"]})
+            if key in index:  # the copy says how its source was computed
+                source = read_json(index[key])
+                write_json_atomic(job["path"], {**job["meta"], "numerics": source.get("numerics"),
+                                                "result": source["result"]})
             elif key in unique:
                 unique[key]["also"].append(job)
             else:
@@ -264,7 +363,8 @@ class Sweep:
         failures = []
         bar = tqdm(total=runs, desc=stage, disable=not self.progress, unit="run")
         # workers get what they run, not the driver's paths, run keys and "also" targets
-        payload = [{k: v for k, v in job.items() if k not in ("path", "meta", "also", "members")} for job in jobs]
+        payload = [{**{k: v for k, v in job.items() if k not in ("path", "meta", "also", "members")},
+                    "numerics": self.numerics(job["experiment"].device)} for job in jobs]
         by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
         for sent, result, err in self.executor.map(self.task, payload):
             job = by_id[id(sent)]
@@ -276,7 +376,7 @@ class Sweep:
         bar.close()
         if failures:
             lines = "\n".join(f"  {j['meta']['experiment']} {j['kind']} seed {j['seed']}: {e!r}" for j, e in failures)
-            raise RuntimeError(f"{len(failures)} run(s) failed (finished runs are saved; rerun to retry):\n{lines}")
+            raise RunsFailed(f"{len(failures)} run(s) failed (finished runs are saved; rerun to retry):\n{lines}")
 
     def _write(self, job: dict, result: dict | list[dict]) -> None:
         if job["kind"] == "adapt_group":  # one file per seed, as if each had run alone
@@ -300,6 +400,7 @@ class Sweep:
 
         Returns True when every run of the sweep is complete.
         """
+        self._check_numerics()
         self.layout.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.layout.sweep(), {
             "profile": self.profile, "version": __version__,

@@ -13,15 +13,18 @@ Two loops that PyTorch cannot express in one pass over M:
 
 Both run in parallel over (stream, column block) with OpenMP, using ``torch.get_num_threads()``
 threads. The code is plain C with no torch headers, built by the system C compiler on first
-use (a few seconds) into a cache directory (``$SPARSE_RTRL_CACHE``, else
-``~/.cache/sparse_rtrl``, else the temporary directory) and called through :mod:`ctypes` on the
+use (a few seconds; ``sparse-rtrl build-kernels`` does it ahead) into a private cache folder
+(``$SPARSE_RTRL_CACHE``, else ``~/.cache/sparse_rtrl``; see :mod:`._kernel_cache` for the
+ownership and mode checks and the temporary fallback) and called through :mod:`ctypes` on the
 tensors' data pointers (the GIL is released during the call). Index ranges are the caller's
 promise (``kernels.py`` passes indices from ``topk`` or a validated mask); dtypes, devices,
 shapes and contiguity are checked here.
-When no compiler is found, on any build or load error, for tensors that are not contiguous
-float32/float64 CPU tensors, or with ``SPARSE_RTRL_NO_EXTENSION=1`` in the environment,
-:func:`get` returns None and :mod:`.kernels` uses its pure-torch path: the library never
-needs this module to work.
+When no compiler is found, on any build or load error, when the cache folder is refused,
+for tensors that are not contiguous float32/float64 CPU tensors, or with
+``SPARSE_RTRL_NO_EXTENSION=1`` in the environment, :func:`get` returns None and
+:mod:`.kernels` uses its pure-torch path: the library never needs this module to work. A
+fallback that is not asked for (anything but ``SPARSE_RTRL_NO_EXTENSION``) is announced
+once per process by a :class:`RuntimeWarning` naming the cause.
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 
 import torch
+
+from ..errors import ConfigurationError
+from . import _kernel_cache
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -204,21 +211,6 @@ def disabled() -> bool:
     return os.environ.get("SPARSE_RTRL_NO_EXTENSION", "") not in ("", "0")
 
 
-def _cache_dir() -> str:
-    root = os.environ.get("SPARSE_RTRL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sparse_rtrl"
-    )
-    try:
-        os.makedirs(root, exist_ok=True)
-        if os.access(root, os.W_OK):
-            return root
-    except OSError:
-        pass
-    root = os.path.join(tempfile.gettempdir(), f"sparse_rtrl-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    os.makedirs(root, exist_ok=True)
-    return root
-
-
 def _compiler() -> str | None:
     cc = os.environ.get("CC")
     if cc:
@@ -226,21 +218,66 @@ def _compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def _build() -> ctypes.CDLL:
-    flags = ["-O3", "-std=c99", "-ffp-contract=fast", "-fPIC", "-shared", "-fopenmp", *_cpu_flags()]
+class KernelBuildError(ConfigurationError):
+    """The compiled kernels cannot be built or loaded (the message says why)."""
+
+
+def _flags() -> list[str]:
+    return ["-O3", "-std=c99", "-ffp-contract=fast", "-fPIC", "-shared", "-fopenmp", *_cpu_flags()]
+
+
+def fma() -> bool:
+    """Whether the kernels are compiled with fused multiply-adds (``-mfma``): their sums are
+    then contracted to FMAs, which round differently from the torch path."""
+    return "-mfma" in _flags()
+
+
+def build() -> str:
+    """Compile the kernels into the cache (if not there yet) and return the library's path.
+
+    Raises :class:`KernelBuildError` naming the cause (no compiler, a compiler error, a
+    refused cache folder); :func:`get` is the never-raising form used by the library.
+    """
+    flags = _flags()
     tag = hashlib.sha1("\0".join([_SOURCE, *flags]).encode()).hexdigest()[:12]
-    path = os.path.join(_cache_dir(), f"sparse_rtrl_kernels_{tag}.so")
+    try:
+        path, note = _kernel_cache.locate(f"sparse_rtrl_kernels_{tag}.so")
+    except _kernel_cache.CacheError as err:
+        raise KernelBuildError(str(err)) from None
+    if note is not None:
+        warnings.warn(f"sparse_rtrl: {note}; the CPU kernels are compiled into a private temporary "
+                      f"folder for this process only (set {_kernel_cache.CACHE_ENV} to a folder of "
+                      "your own and run `sparse-rtrl build-kernels` to compile them once)",
+                      RuntimeWarning, stacklevel=2)
     if not os.path.exists(path):
         cc = _compiler()
         if cc is None:
-            raise RuntimeError("no C compiler found (install gcc or set CC)")
-        with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
-            src, out = os.path.join(tmp, "kernels.c"), os.path.join(tmp, "kernels.so")
-            with open(src, "w") as f:
-                f.write(_SOURCE)
-            subprocess.run([cc, *flags, src, "-o", out], check=True, capture_output=True, timeout=300)
-            os.replace(out, path)  # atomic: concurrent builders never see a partial file
-    lib = ctypes.CDLL(path)
+            raise KernelBuildError("no C compiler found: install gcc (or clang), or set CC")
+        try:
+            with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+                src, out = os.path.join(tmp, "kernels.c"), os.path.join(tmp, "kernels.so")
+                with open(src, "w") as f:
+                    f.write(_SOURCE)
+                subprocess.run([cc, *flags, src, "-o", out], check=True, capture_output=True, timeout=300)
+                os.replace(out, path)  # atomic: concurrent builders never see a partial file
+        except subprocess.CalledProcessError as err:
+            detail = (err.stderr or b"").decode(errors="replace").strip()[:500]
+            raise KernelBuildError(f"the C compiler {cc} failed: {detail}") from None
+        except (OSError, subprocess.SubprocessError) as err:
+            raise KernelBuildError(f"building the kernels failed: {type(err).__name__}: {err}") from None
+    try:
+        _kernel_cache.check_private(path, folder=False)
+    except _kernel_cache.CacheError as err:
+        raise KernelBuildError(str(err)) from None
+    return path
+
+
+def _load(path: str) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as err:
+        raise KernelBuildError(f"cannot load {path} ({err}); delete it and run `sparse-rtrl "
+                               "build-kernels`") from None
     for T in ("float", "double"):
         rows = getattr(lib, f"rows_{T}")
         rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
@@ -252,7 +289,8 @@ def _build() -> ctypes.CDLL:
 
 
 def get() -> ctypes.CDLL | None:
-    """The compiled library, or None (callers then use pure torch). Never raises."""
+    """The compiled library, or None (callers then use pure torch). Never raises; the first
+    fallback not asked for by ``SPARSE_RTRL_NO_EXTENSION`` warns once, naming the cause."""
     global _lib, _tried, reason
     if disabled():
         reason = "disabled by SPARSE_RTRL_NO_EXTENSION"
@@ -262,14 +300,15 @@ def get() -> ctypes.CDLL | None:
     with _lock:
         if not _tried:
             try:
-                _lib = _build()
+                _lib = _load(build())
                 reason = None
-            except Exception as exc:  # no compiler, a build or load error: use pure torch
+            except Exception as exc:  # no compiler, a build, cache or load error: use pure torch
                 _lib = None
-                detail = getattr(exc, "stderr", None) or str(exc)
-                if isinstance(detail, bytes):
-                    detail = detail.decode(errors="replace")
-                reason = f"{type(exc).__name__}: {detail.strip()[:500]}"
+                reason = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+                warnings.warn(f"sparse_rtrl: the compiled CPU kernels are unavailable ({reason}); the "
+                              "sparse products use the slower pure-torch path. Fix the cause and run "
+                              "`sparse-rtrl build-kernels` (or set SPARSE_RTRL_NO_EXTENSION=1 to choose "
+                              "the torch path and silence this)", RuntimeWarning, stacklevel=2)
             _tried = True
     return _lib
 

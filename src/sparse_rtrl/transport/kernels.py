@@ -44,6 +44,19 @@ DENSE_FRACTION_COMPILED = 0.5
 DENSE_FRACTION = 0.25
 
 
+def numeric_path(device: torch.device | str = "cpu") -> str:
+    """Which code computes the sparse products on ``device``: ``"c-kernels(fma)"`` (the
+    compiled CPU kernels with fused multiply-adds), ``"c-kernels"`` (compiled, no FMA) or
+    ``"torch"`` (the pure-torch paths: other devices, no compiler, or
+    ``SPARSE_RTRL_NO_EXTENSION``). The paths round differently, so results record it.
+
+    On CPU this builds or loads the kernels (see :func:`._cpu_kernels.get`) if not done yet.
+    """
+    if torch.device(device).type != "cpu" or _cpu_kernels.get() is None:
+        return "torch"
+    return "c-kernels(fma)" if _cpu_kernels.fma() else "c-kernels"
+
+
 def _scratch_bytes(device: torch.device) -> int:
     return SCRATCH_BYTES if device.type == "cpu" else DEVICE_SCRATCH_BYTES
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import ConfigurationError
 from ..influence import DenseInfluence, UnitLocalInfluence
@@ -53,12 +54,19 @@ class Trace(AbstractTransport):
 
 
 @dataclass(frozen=True)
-class Immediate(Trace):
-    """M_t = Ī_t (k = 0; "d = 0" in the follow-up paper) — no propagation through time."""
+class Immediate(AbstractTransport):
+    """M_t = Ī_t (k = 0; "d = 0" in the follow-up paper) — no propagation through time.
 
-    decay: float = 0.0
+    The λ = 0 member of :class:`Trace`, with the same state and arithmetic, but a rule of
+    its own with no options (a ``decay`` would be an option it cannot take).
+    """
+
     name = "immediate"
+    needs_jacobian = False
+    decay: ClassVar[float] = 0.0  # read by code shared with Trace; not an option
 
-    def __post_init__(self):
-        if float(self.decay) != 0.0:
-            raise ConfigurationError("the immediate rule has no decay; use transport='trace' for λ > 0")
+    init = Trace.init
+    reset = Trace.reset
+    update = Trace.update
+    gradient = Trace.gradient
+    influence = Trace.influence
