@@ -9,6 +9,7 @@ import numpy as np
 
 from .binning import check_bin_size
 from .errors import DataError
+from .plausibility import check_counts_per_bin
 from .session import Session
 
 # relative spread of the time steps tolerated in a .mat `time` vector: the Stevenson file's
@@ -25,11 +26,17 @@ def load_binned(path, *, bin_size: float | None = None) -> Session:
       (T, 2); optional ``bin_s`` (bin width, s), ``trial_id`` (T,), ``bin_times`` or
       ``time`` (T,) and ``channel_names`` (C,). Without stored times, ``bin_times`` are
       nominal, index × Δ: a file that kept only some bins (the "moving" selection) has no
-      record of the gaps.
+      record of the gaps. Files written by :meth:`Session.save` also hold ``source`` and
+      ``simulated``, read back into the session (``source`` then names the file and the
+      provenance it was saved from).
     - MATLAB v5 ``.mat`` (as the Stevenson 2011 file, read by ``scipy.io.loadmat``):
       ``spikes`` (C, T) counts, ``handVel`` (2 or 3, T; rows x, y[, z], only x, y kept)
       and ``time`` (1, T) in s; Δ is the median step of ``time``. MATLAB v7.3 files are
       HDF5: use :func:`load_indy` for those.
+
+    Counts must be counts per bin: values that look like firing rates in Hz (more than one
+    spike per ms of bin, or all multiples of 1/Δ) raise :class:`DataError`
+    (:func:`~sparse_rtrl.data.plausibility.check_counts_per_bin` says why).
 
     Args:
         path: the file; its suffix (.npz or .mat) selects the layout.
@@ -80,8 +87,12 @@ def _load_npz(path: Path, bin_size):
     trial = arrays.get("trial_id")
     if trial is not None and np.shape(trial) != (T,):
         raise DataError(path, f"expected 'trial_id' of shape ({T},), got {np.shape(trial)}")
+    check_counts_per_bin(counts, bin_size, path)
+    # a file written by Session.save keeps its provenance, above all whether it is simulated
+    saved = str(np.asarray(arrays["source"]).item()) if "source" in arrays else None
     return Session(counts=counts, velocity=velocity, bin_times=times, channel_names=names,
-                   bin_size=bin_size, source=str(path), trial_id=trial)
+                   bin_size=bin_size, source=str(path) if saved is None else f"{path} (saved from: {saved})",
+                   trial_id=trial, simulated=bool(np.asarray(arrays.get("simulated", False)).item()))
 
 
 def _load_mat(path: Path, bin_size):
@@ -117,6 +128,7 @@ def _load_mat(path: Path, bin_size):
         if not bin_size > 0 or np.max(np.abs(steps - bin_size)) > _STEP_TOLERANCE * bin_size:
             raise DataError(path, "'time' is not evenly spaced (gaps or disorder); pass bin_size= "
                                   "only if the bins are nonetheless contiguous")
+    check_counts_per_bin(spikes, bin_size, path)
     return Session(counts=spikes.T, velocity=vel[:2].T, bin_times=time,
                    channel_names=[f"unit {i}" for i in range(spikes.shape[0])],
                    bin_size=bin_size, source=str(path))

@@ -56,19 +56,16 @@ _REFERENCE_SEED = 2**31 - 1
 #: a channel whose transformed counts do not vary at all in session A is scaled by 1
 _MIN_STD = 1e-9
 
-# options that only some sources read, with their defaults: any other value is refused
-_ONLY_FOR = {
-    "n_channels": (("synthetic",), 96),
-    "population_seed": (("synthetic",), 0),
-    "drift": (("synthetic", "stevenson"), 0.5),
-    "drift_seed": (("stevenson",), 0),
-    "split": (("stevenson",), 0.5),
-    "data_dir": (("chewie", "stevenson"), None),
-    "session_a": (("files",), None),
-    "session_b": (("files",), None),
-    "bin_size": (("synthetic", "files"), None),
+#: the options each source reads, and the value each takes when left unset (None). An option
+#: the chosen source does not read must stay unset: any value given to it, even the value
+#: another source would take by default, is refused, since it would be silently ignored.
+SOURCE_OPTIONS = {
+    "synthetic": {"n_channels": 96, "population_seed": 0, "drift": 0.5, "bin_size": None},
+    "chewie": {"data_dir": None},
+    "stevenson": {"data_dir": None, "drift": 0.5, "drift_seed": 0, "split": 0.5},
+    "files": {"session_a": None, "session_b": None, "bin_size": None},
 }
-
+_SOURCE_SPECIFIC = tuple(dict.fromkeys(o for opts in SOURCE_OPTIONS.values() for o in opts))
 
 def default_data_dir() -> Path | None:
     """Where the shared recordings are looked for: ``$SPARSE_RTRL_DATA`` if set, else
@@ -106,6 +103,7 @@ class Prepared:
     trial: np.ndarray
     source: str
     units: int
+    simulated: bool
 
 
 @dataclass(frozen=True)
@@ -144,16 +142,17 @@ class BCI(AbstractTask):
     std_floor: float = 0.5
     """σ_A of a channel is floored at this fraction of the median channel's σ_A (0: plain
     z-scoring), so a channel nearly silent in A cannot blow up to tens of σ when it fires."""
-    n_channels: int = 96
-    """synthetic: channels of the simulated array."""
-    population_seed: int = 0
-    """synthetic: the seed of the population's tunings (sessions A and B)."""
-    drift: float = 0.5
-    """synthetic: d of DriftingPopulation between A and B; stevenson: d of simulate_drift."""
-    drift_seed: int = 0
-    """stevenson: the seed of the simulated drift (which channels are lost, gains, …)."""
-    split: float = 0.5
-    """stevenson: the fraction of the recording that forms session A (the rest is B)."""
+    n_channels: int | None = None
+    """synthetic: channels of the simulated array (unset: 96)."""
+    population_seed: int | None = None
+    """synthetic: the seed of the population's tunings (sessions A and B; unset: 0)."""
+    drift: float | None = None
+    """synthetic: d of DriftingPopulation between A and B; stevenson: d of simulate_drift
+    (unset: 0.5)."""
+    drift_seed: int | None = None
+    """stevenson: the seed of the simulated drift (which channels are lost, gains, …; unset: 0)."""
+    split: float | None = None
+    """stevenson: the fraction of the recording that forms session A, the rest is B (unset: 0.5)."""
     data_dir: str | None = None
     """chewie, stevenson: the folder of the shared recordings (None: $SPARSE_RTRL_DATA,
     else ../shared/data relative to the current directory)."""
@@ -174,22 +173,33 @@ class BCI(AbstractTask):
             raise ConfigurationError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.transform not in TRANSFORMS:
             raise ConfigurationError(f"transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
-        for option, (sources, default) in _ONLY_FOR.items():
-            if self.source not in sources and getattr(self, option) != default:
-                raise ConfigurationError(
-                    f"option {option} applies to source(s) {', '.join(sources)} only, not to "
-                    f"{self.source!r}: leave it at {default!r}")
-        set_field(self, "n_channels", check_count(self.n_channels, "n_channels", minimum=1))
-        set_field(self, "population_seed", check_count(self.population_seed, "population_seed", minimum=0))
-        set_field(self, "drift_seed", check_count(self.drift_seed, "drift_seed", minimum=0))
-        drift = check_float(self.drift, "drift", low=0.0)
-        if drift > 1:
-            raise ConfigurationError(f"drift must lie in [0, 1], got {drift}")
-        set_field(self, "drift", drift)
-        split = check_float(self.split, "split", positive=True)
-        if split >= 1:
-            raise ConfigurationError(f"split must lie in (0, 1), got {split}")
-        set_field(self, "split", split)
+        reads = SOURCE_OPTIONS[self.source]
+        for option in _SOURCE_SPECIFIC:
+            value = getattr(self, option)
+            if option not in reads:
+                if value is not None:
+                    users = ", ".join(s for s, opts in SOURCE_OPTIONS.items() if option in opts)
+                    raise ConfigurationError(
+                        f"option {option}={value!r} is ignored by source {self.source!r} (it applies to "
+                        f"{users} only): remove it")
+            elif value is None:
+                set_field(self, option, reads[option])
+        if self.n_channels is not None:
+            set_field(self, "n_channels", check_count(self.n_channels, "n_channels", minimum=1))
+        if self.population_seed is not None:
+            set_field(self, "population_seed", check_count(self.population_seed, "population_seed", minimum=0))
+        if self.drift_seed is not None:
+            set_field(self, "drift_seed", check_count(self.drift_seed, "drift_seed", minimum=0))
+        if self.drift is not None:
+            drift = check_float(self.drift, "drift", low=0.0)
+            if drift > 1:
+                raise ConfigurationError(f"drift must lie in [0, 1], got {drift}")
+            set_field(self, "drift", drift)
+        if self.split is not None:
+            split = check_float(self.split, "split", positive=True)
+            if split >= 1:
+                raise ConfigurationError(f"split must lie in (0, 1), got {split}")
+            set_field(self, "split", split)
         set_field(self, "std_floor", check_float(self.std_floor, "std_floor", low=0.0))
         if self.bin_size is not None:
             set_field(self, "bin_size", check_float(self.bin_size, "bin_size", positive=True))
@@ -214,7 +224,7 @@ class BCI(AbstractTask):
     def describe_shift(self) -> str:
         norm = f"{self.transform} counts and velocity z-scored with session A's statistics"
         if self.source == "synthetic":
-            return (f"synthetic {self.n_channels}-channel array, session A → B with drift d = "
+            return (f"SIMULATED {self.n_channels}-channel array (synthetic), session A → B with drift d = "
                     f"{fmt(self.drift)} (units lost, new units, gain and baseline changes; "
                     f"population seed {self.population_seed}); {norm}")
         if self.source == "chewie":
@@ -225,8 +235,19 @@ class BCI(AbstractTask):
             return (f"real M1 session (Stevenson et al. 2011): first {fmt(100 * self.split)} % → rest with "
                     f"SIMULATED drift d = {fmt(self.drift)} (seed {self.drift_seed}; not a recorded "
                     f"second session); {norm}")
+        sim = [label for label, flag in zip("AB", self.simulated_sessions()) if flag]
+        marked = f"; SIMULATED session {' and '.join(sim)} (not a recording as made)" if sim else ""
         return (f"user recordings {Path(self.session_a).name} → {Path(self.session_b).name} "
-                f"(channels aligned by column, zero-padded to a common width); {norm}")
+                f"(channels aligned by column, zero-padded to a common width{marked}); {norm}")
+
+    def simulated_sessions(self) -> tuple[bool, bool]:
+        """Whether sessions A and B are simulated rather than recorded: both for synthetic,
+        B for stevenson, and for files whatever the files say (:attr:`Session.simulated`, kept
+        by :meth:`Session.save`), so a report can label every simulated input."""
+        if self.source == "synthetic":
+            return True, True
+        a, b, _ = _prepared(self)
+        return a.simulated, b.simulated
 
     def sessions_source(self) -> tuple[str, str]:
         """Where sessions A and B come from (B's says "simulated drift" for stevenson)."""
@@ -393,6 +414,7 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
     """Both sessions, zero-padded to a common width, transformed and z-scored with A's
     statistics; and those statistics."""
     a, b = _sessions(task)
+    _check_same_bins(a, b)
     width = max(a.n_channels, b.n_channels)
     feats, vels = [], []
     for s in (a, b):
@@ -407,8 +429,24 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
         out.append(Prepared(
             inputs=(f - stats["input_mean"]) / stats["input_std"],
             targets=(v - stats["velocity_mean"]) / stats["velocity_std"],
-            trial=trial, source=s.source, units=s.n_channels))
+            trial=trial, source=s.source, units=s.n_channels, simulated=s.simulated))
     return out[0], out[1], stats
+
+
+def _check_same_bins(a, b) -> None:
+    """Counts per bin scale with the bin width: a decoder z-scored on 0.05 s bins would read
+    0.1 s bins as every channel firing twice as fast, so mixed widths are refused."""
+    from ..data import DataError
+
+    if not math.isclose(a.bin_size, b.bin_size, rel_tol=1e-9):
+        wide, narrow = max(a.bin_size, b.bin_size), min(a.bin_size, b.bin_size)
+        ratio = wide / narrow
+        how = (f"session.rebin({round(ratio)}) merges {narrow:g} s bins into {wide:g} s ones"
+               if abs(ratio - round(ratio)) < 1e-9 else "rebin both to a common width")
+        raise DataError(f"{a.source} | {b.source}",
+                        f"sessions A and B have different bin widths, {a.bin_size:g} s and {b.bin_size:g} s; "
+                        f"bring them to one width first ({how}, then Session.save the result), or for "
+                        f"spike-time files (Indy, NWB) pass one bin_size= (--bin-size) for both")
 
 
 def _real_stream(task: BCI, segments: Segments):
