@@ -133,11 +133,10 @@ class Session:
         T = (self.n_bins // factor) * factor
         if T == 0:
             raise DataError(self.source, f"{self.n_bins} bins cannot fill one bin {factor} times wider")
-        steps = torch.diff(self.bin_times[:T]).reshape(-1, factor)[:, : factor - 1] if factor > 1 else None
-        if steps is not None and steps.numel() and not torch.allclose(
-                steps, torch.full_like(steps, self.bin_size), rtol=1e-6, atol=1e-9 * self.bin_size):
-            raise DataError(self.source, f"bins to merge are not contiguous (bin_times step ≠ {self.bin_size:g} s)")
         wide = lambda x: x[:T].reshape(T // factor, factor, *x.shape[1:])  # noqa: E731
+        steps = torch.diff(wide(self.bin_times), dim=1)  # within each wide bin
+        if steps.numel() and not torch.allclose(steps, torch.full_like(steps, self.bin_size), rtol=1e-6):
+            raise DataError(self.source, f"bins to merge are not contiguous (bin_times step ≠ {self.bin_size:g} s)")
         trial = None if self.trial_id is None else wide(self.trial_id)[:, 0]
         return dataclasses.replace(
             self, counts=wide(self.counts).sum(1), velocity=wide(self.velocity).mean(1),
