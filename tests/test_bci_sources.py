@@ -79,3 +79,22 @@ def test_a_simulated_user_session_is_labelled_simulated(tmp_path, files):
     plain = make_task("bci", **files)
     assert plain.simulated_sessions() == (False, False) and "SIMULATED" not in plain.describe_shift()
     assert "SIMULATED" in make_task("bci", n_channels=8).describe_shift()
+
+
+def test_typed_sources_equal_their_flat_form_and_round_trip_through_options(files):
+    from sparse_rtrl.tasks.bci import BCI, Chewie, Files, Stevenson, Synthetic
+
+    typed = BCI(source=Files(files["session_a"], files["session_b"], bin_size=0.1))
+    flat = make_task("bci", **files, bin_size=0.1)
+    assert typed == flat and hash(typed) == hash(flat) and typed.source == "files"
+    assert typed.spec == Files(files["session_a"], files["session_b"], 0.1)
+    assert make_task("bci", **flat.options()) == flat  # unread options come back unset (None)
+    assert BCI(source=Synthetic(n_channels=8)) == make_task("bci", n_channels=8)
+    assert BCI(source=Stevenson(drift=0.2)).spec == Stevenson(drift=0.2)
+    assert BCI(source=Chewie("d")).options()["drift"] is None
+    with pytest.raises(ConfigurationError, match="drift given beside source=.*set them on the source object"):
+        BCI(source=Files("a", "b"), drift=0.5)
+    with pytest.raises(ConfigurationError, match=r"drift must lie in \[0, 1\]"):
+        Synthetic(drift=1.5)
+    with pytest.raises(ConfigurationError, match="source must be one of"):
+        BCI(source=3)

@@ -13,6 +13,11 @@ or the same array after electrode drift). Sources (the ``source`` option):
 - ``"files"``: the user's two recordings, ``session_a`` and ``session_b``, read by the
   loaders of :mod:`sparse_rtrl.data`.
 
+Each source is also a typed object holding exactly its options (:mod:`.bci_sources`):
+``BCI(source=Files("a.npz", "b.npz"))`` equals ``BCI(source="files", session_a="a.npz",
+session_b="b.npz")``. In the flat form an option the source does not read must stay unset
+(None): any value, even another source's default, raises ``ConfigurationError``.
+
 See docs/bci.md for the design.
 """
 
@@ -28,20 +33,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError
-from .base import (
-    AbstractTask,
-    Segments,
-    Stream,
-    check_count,
-    check_float,
-    continuous_stream,
-    fmt,
-    set_field,
-)
+from .bci_sources import SOURCE_OPTIONS, SOURCE_TYPES, Chewie, Files, Stevenson, Synthetic, from_options
+from .base import AbstractTask, Segments, Stream, check_float, continuous_stream, fmt, set_field
 
 Tensor = torch.Tensor
 
-SOURCES = ("synthetic", "chewie", "stevenson", "files")
+SOURCES = tuple(SOURCE_TYPES)
+__all__ = ["BCI", "Chewie", "Files", "SOURCE_OPTIONS", "Stevenson", "Synthetic"]
 TRANSFORMS = ("sqrt", "log1p", "none")
 
 #: the shared recordings, by source (see ../shared/data/README.md)
@@ -56,15 +54,7 @@ _REFERENCE_SEED = 2**31 - 1
 #: a channel whose transformed counts do not vary at all in session A is scaled by 1
 _MIN_STD = 1e-9
 
-#: the options each source reads, and the value each takes when left unset (None). An option
-#: the chosen source does not read must stay unset: any value given to it, even the value
-#: another source would take by default, is refused, since it would be silently ignored.
-SOURCE_OPTIONS = {
-    "synthetic": {"n_channels": 96, "population_seed": 0, "drift": 0.5, "bin_size": None},
-    "chewie": {"data_dir": None},
-    "stevenson": {"data_dir": None, "drift": 0.5, "drift_seed": 0, "split": 0.5},
-    "files": {"session_a": None, "session_b": None, "bin_size": None},
-}
+#: the options each source reads (the fields of its type in bci_sources), with their defaults
 _SOURCE_SPECIFIC = tuple(dict.fromkeys(o for opts in SOURCE_OPTIONS.values() for o in opts))
 
 def default_data_dir() -> Path | None:
@@ -136,7 +126,9 @@ class BCI(AbstractTask):
     """
 
     source: str = "synthetic"
-    """"synthetic", "chewie", "stevenson" or "files" (see the module docstring)."""
+    """"synthetic", "chewie", "stevenson" or "files" (see the module docstring), or a typed
+    source object (:class:`Synthetic`, :class:`Chewie`, :class:`Stevenson`, :class:`Files`)
+    holding that source's options; stored as the name, the options in the fields below."""
     transform: str = "sqrt"
     """f applied to the counts before z-scoring: "sqrt", "log1p" or "none"."""
     std_floor: float = 0.5
@@ -169,46 +161,31 @@ class BCI(AbstractTask):
     continuous_error = True
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ConfigurationError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        typed = isinstance(self.source, tuple(SOURCE_TYPES.values()))
+        if not typed and (not isinstance(self.source, str) or self.source not in SOURCES):
+            raise ConfigurationError(f"source must be one of {', '.join(SOURCES)} (or a source object: "
+                                     f"Synthetic, Chewie, Stevenson, Files), got {self.source!r}")
         if self.transform not in TRANSFORMS:
             raise ConfigurationError(f"transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
-        reads = SOURCE_OPTIONS[self.source]
-        for option in _SOURCE_SPECIFIC:
-            value = getattr(self, option)
-            if option not in reads:
-                if value is not None:
-                    users = ", ".join(s for s, opts in SOURCE_OPTIONS.items() if option in opts)
-                    raise ConfigurationError(
-                        f"option {option}={value!r} is ignored by source {self.source!r} (it applies to "
-                        f"{users} only): remove it")
-            elif value is None:
-                set_field(self, option, reads[option])
-        if self.n_channels is not None:
-            set_field(self, "n_channels", check_count(self.n_channels, "n_channels", minimum=1))
-        if self.population_seed is not None:
-            set_field(self, "population_seed", check_count(self.population_seed, "population_seed", minimum=0))
-        if self.drift_seed is not None:
-            set_field(self, "drift_seed", check_count(self.drift_seed, "drift_seed", minimum=0))
-        if self.drift is not None:
-            drift = check_float(self.drift, "drift", low=0.0)
-            if drift > 1:
-                raise ConfigurationError(f"drift must lie in [0, 1], got {drift}")
-            set_field(self, "drift", drift)
-        if self.split is not None:
-            split = check_float(self.split, "split", positive=True)
-            if split >= 1:
-                raise ConfigurationError(f"split must lie in (0, 1), got {split}")
-            set_field(self, "split", split)
+        if typed:
+            spec = self.source
+            flat = [o for o in _SOURCE_SPECIFIC if getattr(self, o) is not None]
+            if flat:
+                raise ConfigurationError(
+                    f"option(s) {', '.join(flat)} given beside source={spec!r}: set them on the source object")
+        else:
+            spec = from_options(self.source, {o: getattr(self, o) for o in _SOURCE_SPECIFIC})
+        # the flat fields mirror the typed source (unset where it has no such option), so the
+        # task compares, hashes and round-trips through options() the same in both forms
+        set_field(self, "source", spec.name)
+        for option in SOURCE_OPTIONS[spec.name]:
+            set_field(self, option, getattr(spec, option))
         set_field(self, "std_floor", check_float(self.std_floor, "std_floor", low=0.0))
-        if self.bin_size is not None:
-            set_field(self, "bin_size", check_float(self.bin_size, "bin_size", positive=True))
-        if self.source == "files" and (self.session_a is None or self.session_b is None):
-            raise ConfigurationError("source 'files' needs session_a= and session_b= (paths of the two recordings)")
-        for option in ("data_dir", "session_a", "session_b"):
-            value = getattr(self, option)
-            if value is not None:
-                set_field(self, option, str(value))
+
+    @property
+    def spec(self):
+        """The typed source object: exactly the options this source reads."""
+        return SOURCE_TYPES[self.source](**{o: getattr(self, o) for o in SOURCE_OPTIONS[self.source]})
 
     # -- sizes and description ---------------------------------------------------------------
     @property
