@@ -71,8 +71,17 @@ def test_the_request_is_read_from_the_sweep_or_inferred_from_its_profile(quick):
     assert request_of({"profile": "quick", "only": ["C9"]}, ["bci_synthetic"]) == Request(frozenset({"C9"}))
     assert request_of({"profile": "quick", "only": "C1, C6"}, []) == Request(frozenset({"C1", "C6"}))
     assert request_of({"profile": "quick", "only": None}, []) == Request(None)
-    assert request_of({"profile": "quick"}, always) == Request(None)  # no --only: everything asked
-    assert request_of({"profile": "quick"}, ["bci_synthetic"]) == Request(frozenset({"bci_synthetic"}))
+    assert request_of({"profile": "quick"}, always) == Request(None, inferred=True)  # no --only: all asked
+    assert request_of({"profile": "quick"}, ["bci_synthetic"]) == Request(frozenset({"bci_synthetic"}), inferred=True)
     assert request_of({"profile": "test"}, []) is None  # unknown profile: cannot tell
     assert Request(frozenset({"C9"})).includes("bci_chewie", ("C9", "C9-chewie"))
     assert not Request(frozenset({"bci_synthetic"})).includes("bci_chewie", ("C9", "C9-chewie"))
+
+
+def test_an_inferred_request_still_says_where_the_data_goes(quick, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSE_RTRL_DATA", str(tmp_path))
+    views = {"bci_synthetic": view(quick["bci_synthetic"], {"frozen": 2.0, "full": 1.0})}
+    row = rows(views, Request(frozenset({"bci_synthetic"}), inferred=True))["C9-chewie"]
+    assert row.verdict == "not requested" and "SPARSE_RTRL_DATA" in row.rule
+    recorded = rows(views, Request(frozenset({"bci_synthetic"})))["C9-chewie"]
+    assert "SPARSE_RTRL_DATA" not in recorded.rule  # the sweep said what it was asked for

@@ -120,3 +120,16 @@ def test_the_real_chewie_rates_hz_are_refused_as_counts(tmp_path):
     np.savez(fake, **{**real, "counts": real["rates_hz"]})
     with pytest.raises(DataError, match="firing rates in Hz"):
         load_binned(fake)
+
+
+def test_bin_size_cannot_relabel_a_width_the_file_stores(tmp_path):
+    counts = session(T=50, C=3).counts.numpy()
+    path = write(tmp_path / "s.npz", counts, 0.1)
+    with pytest.raises(DataError, match=r"bins are 0\.1 s wide but bin_size=0\.05 was given.*rebin"):
+        load_binned(path, bin_size=0.05)  # used to relabel silently: every rate off by 2
+    assert load_binned(path, bin_size=0.1).bin_size == 0.1
+    mat = tmp_path / "s.mat"
+    scipy.io.savemat(mat, {"spikes": counts.T, "handVel": np.zeros((3, 50)), "time": (0.05 * np.arange(50))[None]})
+    with pytest.raises(DataError, match=r"bins are 0\.05 s wide but bin_size=0\.1"):
+        load_binned(mat, bin_size=0.1)
+    assert load_binned(mat, bin_size=0.0501).bin_size == 0.0501  # within the 5 % step tolerance

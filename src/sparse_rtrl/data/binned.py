@@ -41,7 +41,9 @@ def load_binned(path, *, bin_size: float | None = None) -> Session:
     Args:
         path: the file; its suffix (.npz or .mat) selects the layout.
         bin_size: Δ in seconds, required when the file does not store it (an .npz without
-            ``bin_s``); overrides the stored value otherwise.
+            ``bin_s``). A width the file stores cannot be changed this way (relabelling bins
+            would mis-scale every count): a different value raises :class:`DataError`; use
+            :meth:`Session.rebin` to merge bins. A .mat whose ``time`` is uneven takes it as is.
 
     Example::
 
@@ -73,10 +75,12 @@ def _load_npz(path: Path, bin_size):
     T, C = counts.shape
     if velocity.shape != (T, 2):
         raise DataError(path, f"expected 'vel' of shape ({T}, 2) (T = rows of 'counts'), got {velocity.shape}")
-    if bin_size is None:
-        if "bin_s" not in arrays:
-            raise DataError(path, "missing key 'bin_s' (bin width in s); pass bin_size=")
-        bin_size = check_bin_size(np.asarray(arrays["bin_s"]).item())
+    if "bin_s" in arrays:
+        stored = check_bin_size(np.asarray(arrays["bin_s"]).item())
+        _same_width(path, stored, bin_size, 1e-9)
+        bin_size = stored
+    elif bin_size is None:
+        raise DataError(path, "missing key 'bin_s' (bin width in s); pass bin_size=")
     times = next((arrays[k] for k in ("bin_times", "time") if k in arrays), None)
     if times is None:
         times = np.arange(T) * bin_size
@@ -122,16 +126,28 @@ def _load_mat(path: Path, bin_size):
         raise DataError(path, f"expected 'handVel' of shape (3, {T}) or (2, {T}), got {vel.shape}")
     if T < 2 and bin_size is None:
         raise DataError(path, "cannot infer the bin width from fewer than 2 time points; pass bin_size=")
-    if bin_size is None:
+    if T >= 2:
         steps = np.diff(time)
-        bin_size = float(np.median(steps))
-        if not bin_size > 0 or np.max(np.abs(steps - bin_size)) > _STEP_TOLERANCE * bin_size:
+        step = float(np.median(steps))
+        even = step > 0 and np.max(np.abs(steps - step)) <= _STEP_TOLERANCE * step
+        if bin_size is None and not even:
             raise DataError(path, "'time' is not evenly spaced (gaps or disorder); pass bin_size= "
                                   "only if the bins are nonetheless contiguous")
+        if even:
+            _same_width(path, step, bin_size, _STEP_TOLERANCE)
+            bin_size = step if bin_size is None else bin_size
     check_counts_per_bin(spikes, bin_size, path)
     return Session(counts=spikes.T, velocity=vel[:2].T, bin_times=time,
                    channel_names=[f"unit {i}" for i in range(spikes.shape[0])],
                    bin_size=bin_size, source=str(path))
+
+
+def _same_width(path, stored: float, given: float | None, tolerance: float) -> None:
+    """A given bin width must be the file's own: relabelling bins does not rebin them."""
+    if given is not None and abs(given - stored) > tolerance * stored:
+        raise DataError(path, f"the file's bins are {stored:g} s wide but bin_size={given:g} was given: "
+                              f"bin_size does not rebin a binned file; leave it unset, or merge bins with "
+                              f"load_binned(path).rebin(k) and Session.save the result")
 
 
 def _required(arrays, key, path, what):

@@ -169,4 +169,4 @@ class Session:
 
     def __repr__(self) -> str:
         return (f"Session({self.n_bins} bins × {self.n_channels} channels, "
-                f"bin_size={self.bin_size:g} s, source={self.source!r})")
+                f"bin_size={self.bin_size:g} s, source={self.source!r}{', SIMULATED' if self.simulated else ''})")

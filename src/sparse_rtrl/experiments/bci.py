@@ -151,10 +151,16 @@ def _simulated_note(task) -> str:
 def _absent(setting: str, text: str, request: Request | None) -> ClaimResult:
     """The row of a setting that is not in the sweep: not requested, or its data absent."""
     name, cid, _ = SETTINGS[setting]
-    if setting == "synthetic" or (request is not None and not request.includes(name, ("C9", cid))):
+    if setting == "synthetic":
         return not_requested(cid, text, PAPER, [name])
     base = default_data_dir()
     files = ", ".join(REAL_FILES[setting])
+    if request is not None and not request.includes(name, ("C9", cid)):
+        # a request inferred from what ran cannot tell "--only bci_synthetic" from "--only C9"
+        # without the data: say where the data goes, in case it was asked for
+        hint = (f"; or, if it was, its data ({files}) was not found: pass --data-dir or set SPARSE_RTRL_DATA"
+                if request.inferred and (base is None or not available(setting, base)) else "")
+        return not_requested(cid, text, PAPER, [name], hint)
     if base is None or not available(setting, base):
         where = base if base is not None else "../shared/data"
         why = (f"not measured: data absent ({files} not found under {where}; pass --data-dir or set "

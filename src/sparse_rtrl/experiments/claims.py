@@ -160,15 +160,18 @@ class Request:
     "not requested" when the request left it out, "data absent" when it asked for it."""
 
     only: frozenset[str] | None = None
+    inferred: bool = False
+    """True when the sweep did not record its request and ``only`` was inferred from what ran."""
 
     def includes(self, name: str, claim_ids=()) -> bool:
         return self.only is None or name in self.only or bool(self.only & set(claim_ids))
 
 
 # -- one function per claim: (views by experiment name) -> ClaimResult -----------------------
-def not_requested(cid: str, claim: str, paper: str, names) -> ClaimResult:
+def not_requested(cid: str, claim: str, paper: str, names, hint: str = "") -> ClaimResult:
     """The row of a claim none of whose experiments was part of the sweep (``--only``)."""
-    why = f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} not part of this sweep (not requested with --only)"
+    why = (f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} not part of this sweep "
+           f"(not requested with --only{hint})")
     return ClaimResult(cid, claim, paper, NOT_REQUESTED, why, measured=NOT_REQUESTED)
 
 

@@ -115,7 +115,7 @@ def request_of(sweep: dict, present) -> Request | None:
     except ValueError:
         return None
     present = set(present)
-    return Request(None) if always <= present else Request(frozenset(present))
+    return Request(None, inferred=True) if always <= present else Request(frozenset(present), inferred=True)
 
 
 def _diverged_cell(c) -> str:

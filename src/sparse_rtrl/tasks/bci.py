@@ -155,7 +155,7 @@ class BCI(AbstractTask):
     """files: session B, same formats."""
     bin_size: float | None = None
     """synthetic: Δ in s (None: 0.05); files: Δ, required for spike-time files (Indy, NWB)
-    and for .npz files without ``bin_s``, overrides the stored value otherwise."""
+    and for .npz files without ``bin_s``; a binned file that stores its width must agree."""
 
     name = "bci"
     continuous_error = True

@@ -91,7 +91,7 @@ class Files:
     """session B, the session it adapts to."""
     bin_size: float | None = None
     """Δ in s: required for spike-time files (Indy, NWB) and for .npz files without
-    ``bin_s``; overrides the stored value otherwise."""
+    ``bin_s``; a binned file that stores its width must agree (it is not rebinned)."""
 
     name = "files"
 
