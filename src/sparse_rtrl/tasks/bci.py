@@ -42,7 +42,7 @@ SOURCES = tuple(SOURCE_TYPES)
 __all__ = ["BCI", "Chewie", "Files", "SOURCE_OPTIONS", "Stevenson", "Synthetic"]
 TRANSFORMS = ("sqrt", "log1p", "none")
 
-#: the shared recordings, by source (see ../shared/data/README.md)
+#: the shared recordings, by source (where to get them: docs/data.md, "Provenance and citation")
 CHEWIE_FILES = ("chewie_2013-10-03_bin100ms_moving.npz", "chewie_2013-12-19_bin100ms_moving.npz")
 STEVENSON_FILE = "stevenson2011_m1.mat"
 DATA_ENV = "SPARSE_RTRL_DATA"
