@@ -55,6 +55,7 @@ def check_counts_per_bin(counts, bin_size: float, where) -> None:
         if abs(g - per_second) <= 1e-6 * per_second:
             why, fix = f"= 1/Δ for Δ = {bin_size:g} s: they look like firing rates in Hz", _FIX
         else:
-            why, fix = "they look like counts scaled by a constant", f"divide them by {g} if that is the scale, or {_FIX}"
+            why = "they look like counts scaled by a constant"
+            fix = f"divide them by {g} if that is the scale, or {_FIX}"
         raise DataError(where, f"every one of the {nonzero.size} non-zero values is a multiple of {g} "
                                f"({why}); true spike counts share no factor; {fix}")
