@@ -15,11 +15,10 @@ from sparse_rtrl.errors import ConfigurationError
 from sparse_rtrl.tasks import make_task
 from sparse_rtrl.tasks.bci import CHEWIE_FILES, STEVENSON_FILE
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_chewie = pytest.mark.skipif(not all((SHARED / f).is_file() for f in CHEWIE_FILES),
-                                  reason=f"Chewie recordings absent from {SHARED}")
-needs_stevenson = pytest.mark.skipif(not (SHARED / STEVENSON_FILE).is_file(),
-                                     reason=f"Stevenson recording absent from {SHARED}")
+from shared_data import SHARED, needs
+
+needs_chewie = needs(*CHEWIE_FILES)
+needs_stevenson = needs(STEVENSON_FILE)
 
 
 # -- small recordings written by the tests -------------------------------------------------------
@@ -111,7 +110,7 @@ def test_files_transform_floor_and_formats(tmp_path, recordings):
     T = 30
     mat = tmp_path / "b.mat"
     scipy.io.savemat(mat, {"spikes": cb.T.astype(np.uint8), "handVel": np.vstack([vb.T, np.zeros(T)]),
-                           "time": (0.05 * np.arange(T))[None]})
+                           "time": (0.1 * np.arange(T))[None]})  # the .npz files' 0.1 s bins
     from_mat = make_task("bci", source="files", session_a=str(a), session_b=str(mat)).sample("B", T, 0)
     np.testing.assert_allclose(from_mat.inputs.numpy(), by_hand(ca, va, cb, vb)[2], atol=1e-12)
     nobin = write_npz(tmp_path / "nobin.npz", cb, vb, bin_s=None)
@@ -132,7 +131,7 @@ def test_missing_files_and_bad_options_give_clear_errors(tmp_path, recordings):
         make_task("bci", source="indy")
     with pytest.raises(ConfigurationError, match="needs session_a= and session_b="):
         make_task("bci", source="files", session_a=str(a))
-    with pytest.raises(ConfigurationError, match="drift_seed applies to source"):
+    with pytest.raises(ConfigurationError, match="drift_seed=3 is ignored by source 'synthetic'.*remove it"):
         make_task("bci", drift_seed=3)
     with pytest.raises(ConfigurationError, match="transform must be one of"):
         make_task("bci", transform="log")

@@ -31,14 +31,7 @@ h5py = pytest.importorskip("h5py")
 scipy_io = pytest.importorskip("scipy.io")
 stats = pytest.importorskip("scipy.stats")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"real recording {path} absent (see shared/data/README.md)")
-    return path
+from shared_data import shared_file  # noqa: E402 (after the importorskips)
 
 
 def histogram_counts(spike_lists, edges):

@@ -9,6 +9,7 @@ import numpy as np
 
 from .binning import check_bin_size
 from .errors import DataError
+from .plausibility import check_counts_per_bin
 from .session import Session
 
 # relative spread of the time steps tolerated in a .mat `time` vector: the Stevenson file's
@@ -25,16 +26,24 @@ def load_binned(path, *, bin_size: float | None = None) -> Session:
       (T, 2); optional ``bin_s`` (bin width, s), ``trial_id`` (T,), ``bin_times`` or
       ``time`` (T,) and ``channel_names`` (C,). Without stored times, ``bin_times`` are
       nominal, index × Δ: a file that kept only some bins (the "moving" selection) has no
-      record of the gaps.
+      record of the gaps. Files written by :meth:`Session.save` also hold ``source`` and
+      ``simulated``, read back into the session (``source`` then names the file and the
+      provenance it was saved from).
     - MATLAB v5 ``.mat`` (as the Stevenson 2011 file, read by ``scipy.io.loadmat``):
       ``spikes`` (C, T) counts, ``handVel`` (2 or 3, T; rows x, y[, z], only x, y kept)
       and ``time`` (1, T) in s; Δ is the median step of ``time``. MATLAB v7.3 files are
       HDF5: use :func:`load_indy` for those.
 
+    Counts must be counts per bin: values that look like firing rates in Hz (more than one
+    spike per ms of bin, or all multiples of 1/Δ) raise :class:`DataError`
+    (:func:`~sparse_rtrl.data.plausibility.check_counts_per_bin` says why).
+
     Args:
         path: the file; its suffix (.npz or .mat) selects the layout.
         bin_size: Δ in seconds, required when the file does not store it (an .npz without
-            ``bin_s``); overrides the stored value otherwise.
+            ``bin_s``). A width the file stores cannot be changed this way (relabelling bins
+            would mis-scale every count): a different value raises :class:`DataError`; use
+            :meth:`Session.rebin` to merge bins. A .mat whose ``time`` is uneven takes it as is.
 
     Example::
 
@@ -66,10 +75,12 @@ def _load_npz(path: Path, bin_size):
     T, C = counts.shape
     if velocity.shape != (T, 2):
         raise DataError(path, f"expected 'vel' of shape ({T}, 2) (T = rows of 'counts'), got {velocity.shape}")
-    if bin_size is None:
-        if "bin_s" not in arrays:
-            raise DataError(path, "missing key 'bin_s' (bin width in s); pass bin_size=")
-        bin_size = check_bin_size(np.asarray(arrays["bin_s"]).item())
+    if "bin_s" in arrays:
+        stored = check_bin_size(np.asarray(arrays["bin_s"]).item())
+        _same_width(path, stored, bin_size, 1e-9)
+        bin_size = stored
+    elif bin_size is None:
+        raise DataError(path, "missing key 'bin_s' (bin width in s); pass bin_size=")
     times = next((arrays[k] for k in ("bin_times", "time") if k in arrays), None)
     if times is None:
         times = np.arange(T) * bin_size
@@ -80,8 +91,12 @@ def _load_npz(path: Path, bin_size):
     trial = arrays.get("trial_id")
     if trial is not None and np.shape(trial) != (T,):
         raise DataError(path, f"expected 'trial_id' of shape ({T},), got {np.shape(trial)}")
+    check_counts_per_bin(counts, bin_size, path)
+    # a file written by Session.save keeps its provenance, above all whether it is simulated
+    saved = str(np.asarray(arrays["source"]).item()) if "source" in arrays else None
     return Session(counts=counts, velocity=velocity, bin_times=times, channel_names=names,
-                   bin_size=bin_size, source=str(path), trial_id=trial)
+                   bin_size=bin_size, source=str(path) if saved is None else f"{path} (saved from: {saved})",
+                   trial_id=trial, simulated=bool(np.asarray(arrays.get("simulated", False)).item()))
 
 
 def _load_mat(path: Path, bin_size):
@@ -111,15 +126,28 @@ def _load_mat(path: Path, bin_size):
         raise DataError(path, f"expected 'handVel' of shape (3, {T}) or (2, {T}), got {vel.shape}")
     if T < 2 and bin_size is None:
         raise DataError(path, "cannot infer the bin width from fewer than 2 time points; pass bin_size=")
-    if bin_size is None:
+    if T >= 2:
         steps = np.diff(time)
-        bin_size = float(np.median(steps))
-        if not bin_size > 0 or np.max(np.abs(steps - bin_size)) > _STEP_TOLERANCE * bin_size:
+        step = float(np.median(steps))
+        even = step > 0 and np.max(np.abs(steps - step)) <= _STEP_TOLERANCE * step
+        if bin_size is None and not even:
             raise DataError(path, "'time' is not evenly spaced (gaps or disorder); pass bin_size= "
                                   "only if the bins are nonetheless contiguous")
+        if even:
+            _same_width(path, step, bin_size, _STEP_TOLERANCE)
+            bin_size = step if bin_size is None else bin_size
+    check_counts_per_bin(spikes, bin_size, path)
     return Session(counts=spikes.T, velocity=vel[:2].T, bin_times=time,
                    channel_names=[f"unit {i}" for i in range(spikes.shape[0])],
                    bin_size=bin_size, source=str(path))
+
+
+def _same_width(path, stored: float, given: float | None, tolerance: float) -> None:
+    """A given bin width must be the file's own: relabelling bins does not rebin them."""
+    if given is not None and abs(given - stored) > tolerance * stored:
+        raise DataError(path, f"the file's bins are {stored:g} s wide but bin_size={given:g} was given: "
+                              f"bin_size does not rebin a binned file; leave it unset, or merge bins with "
+                              f"load_binned(path).rebin(k) and Session.save the result")
 
 
 def _required(arrays, key, path, what):

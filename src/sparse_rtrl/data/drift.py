@@ -96,7 +96,7 @@ class RecordingDrift:
         out[:, moved] = np.maximum(out[:, moved] + np.where(shift[moved] > 0, extra, -extra), 0)
 
         source = f"simulated drift (d={d:g}, seed={seed}) of {session.source}"
-        return dataclasses.replace(session, counts=out.astype(np.int64), source=source)
+        return dataclasses.replace(session, counts=out.astype(np.int64), source=source, simulated=True)
 
 
 def simulate_drift(session: Session, drift: float, seed: int, **options) -> Session:

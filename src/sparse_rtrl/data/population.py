@@ -206,7 +206,7 @@ class DriftingPopulation:
             counts=counts, velocity=velocity, bin_times=np.arange(T) * dt,
             channel_names=tuple(f"ch{c:03d}" for c in range(C)), bin_size=dt,
             source=f"synthetic DriftingPopulation(seed={seed}, drift={self.drift:g}), session {s}",
-            trial_id=reach)
+            trial_id=reach, simulated=True)
 
     def _fresh_units(self, rng: np.random.Generator, C: int):
         direction = rng.uniform(0.0, 2.0 * np.pi, size=C)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +29,8 @@ def _integral_counts(x, source: str) -> Tensor:
     if t.is_floating_point():
         # binned files often store counts as doubles; accept them only when exact
         if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
-            raise DataError(source, "counts must be whole numbers (finite, no fractions)")
+            raise DataError(source, "counts must be whole numbers (finite, no fractions): convert "
+                                    "firing rates to spike counts per bin (counts = rates_hz × bin_size)")
     t = t.to(torch.int64)
     if t.numel() and int(t.min()) < 0:
         raise DataError(source, f"counts must be non-negative, found {int(t.min())}")
@@ -55,6 +58,9 @@ class Session:
         source: where the session came from: a file path, or a description of the
             generator or simulated drift that produced it.
         trial_id: optional ``(T,)`` int64 trial (reach) index of each bin; −1 outside trials.
+        simulated: True when the counts are not a recording as made: a synthetic population,
+            or simulated drift applied to a real session. It survives :meth:`take`,
+            :meth:`rebin` and :meth:`save`, so a report can label every simulated input.
     """
 
     counts: Tensor
@@ -64,6 +70,7 @@ class Session:
     bin_size: float
     source: str
     trial_id: Tensor | None = None
+    simulated: bool = False
 
     def __post_init__(self):
         src = str(self.source)
@@ -90,7 +97,8 @@ class Session:
         # frozen: normalise the fields once, here, so every consumer sees the same dtypes
         for name, value in (("counts", counts), ("velocity", velocity), ("bin_times", times),
                             ("channel_names", names), ("bin_size", float(self.bin_size)),
-                            ("source", src), ("trial_id", trial)):
+                            ("source", src), ("trial_id", trial),
+                            ("simulated", bool(self.simulated))):
             object.__setattr__(self, name, value)
 
     @property
@@ -114,6 +122,51 @@ class Session:
         """The bins whose velocity is finite (drops the NaN bins of gappy recordings)."""
         return self.take(torch.isfinite(self.velocity).all(dim=1))
 
+    def rebin(self, factor: int) -> "Session":
+        """Bins ``factor`` times wider: y'_j = Σ_{i<factor} y_{j·factor+i}, v'_j the mean of those
+        v, the bin starting at the first one's time, the trial of the first one. Trailing bins
+        that do not fill a wide bin are dropped. The bins must be contiguous (each starts one
+        Δ after the previous): a file that kept only some bins cannot be merged this way."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+            raise DataError(self.source, f"rebin factor must be a positive int, got {factor!r}")
+        factor = int(factor)
+        T = (self.n_bins // factor) * factor
+        if T == 0:
+            raise DataError(self.source, f"{self.n_bins} bins cannot fill one bin {factor} times wider")
+        wide = lambda x: x[:T].reshape(T // factor, factor, *x.shape[1:])  # noqa: E731
+        steps = torch.diff(wide(self.bin_times), dim=1)  # within each wide bin
+        if steps.numel() and not torch.allclose(steps, torch.full_like(steps, self.bin_size), rtol=1e-6):
+            raise DataError(self.source, f"bins to merge are not contiguous (bin_times step ≠ {self.bin_size:g} s)")
+        trial = None if self.trial_id is None else wide(self.trial_id)[:, 0]
+        return dataclasses.replace(
+            self, counts=wide(self.counts).sum(1), velocity=wide(self.velocity).mean(1),
+            bin_times=wide(self.bin_times)[:, 0], bin_size=self.bin_size * factor, trial_id=trial,
+            source=f"rebinned ×{factor} of {self.source}")
+
+    def save(self, path) -> Path:
+        """Write the session in the binned ``.npz`` layout that :func:`load_binned` (and the
+        ``files`` BCI source) reads: ``counts``, ``vel``, ``bin_s``, ``bin_times``,
+        ``channel_names``, ``trial_id`` (if any), ``source`` and ``simulated``. Returns the path.
+
+        Example::
+
+            later = simulate_drift(load_binned("day1.npz"), 0.5, seed=0)
+            later.save("day1_drifted.npz")        # reads back with simulated=True
+        """
+        path = Path(path)
+        if path.suffix.lower() != ".npz":
+            raise DataError(path, "Session.save writes the .npz layout: give a path ending in .npz")
+        arrays = {"counts": self.counts.numpy(), "vel": self.velocity.numpy(), "bin_s": np.float64(self.bin_size),
+                  "bin_times": self.bin_times.numpy(), "channel_names": np.asarray(self.channel_names, dtype=str),
+                  "source": np.asarray(self.source), "simulated": np.asarray(self.simulated)}
+        if self.trial_id is not None:
+            arrays["trial_id"] = self.trial_id.numpy()
+        # write beside the target, then rename: a crash never leaves a truncated session file
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+        return path
+
     def __repr__(self) -> str:
         return (f"Session({self.n_bins} bins × {self.n_channels} channels, "
-                f"bin_size={self.bin_size:g} s, source={self.source!r})")
+                f"bin_size={self.bin_size:g} s, source={self.source!r}{', SIMULATED' if self.simulated else ''})")

@@ -6,7 +6,7 @@ One experiment per setting, each on the ``bci`` task (docs/bci.md):
 
 | setting | experiment | claim row | data |
 |---|---|---|---|
-| synthetic drifting population | ``bci_synthetic`` | C9 | always |
+| SIMULATED drifting population | ``bci_synthetic`` | C9 | always |
 | the same, LSTM decoder (n = 32) | ``bci_synthetic_lstm`` | in the C9 row | paper profile |
 | Chewie, 77 days apart (real) | ``bci_chewie`` | C9-chewie | if the two files are in the data folder |
 | Stevenson 2011, simulated drift | ``bci_stevenson`` | C9-stevenson | if the file is in the data folder |
@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..tasks import make_task
 from ..tasks.bci import CHEWIE_FILES, STEVENSON_FILE, available, default_data_dir
-from .claims import NUMERIC_RULE, ClaimResult, ExperimentView, fmt, numeric_verdict
+from .claims import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
+                     not_requested, numeric_verdict)
 from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import coefficient_of_variation
 
@@ -38,7 +39,7 @@ PAPER_MEAN, PAPER_STD = 80.0, 11.0
 
 #: setting → (experiment name, claim id, what the row is about)
 SETTINGS = {
-    "synthetic": ("bci_synthetic", "C9", "synthetic drifting population"),
+    "synthetic": ("bci_synthetic", "C9", "SIMULATED drifting population (synthetic)"),
     "chewie": ("bci_chewie", "C9-chewie", "Chewie, recorded sessions 77 days apart"),
     "stevenson": ("bci_stevenson", "C9-stevenson", "Stevenson 2011 M1 session, SIMULATED drift"),
     "files": ("bci_files", "C9-files", "user recordings"),
@@ -111,16 +112,19 @@ def _window(options: dict, cap: int) -> int:
 
 
 # -- the claim --------------------------------------------------------------------------------
-def claim(views: dict[str, ExperimentView]) -> list[ClaimResult] | ClaimResult:
+def claim(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult] | ClaimResult:
     """One row per setting: recovery of sparse k = 4 against 80 ± 11 %, and in the details
     the stability comparison (CV of L across seeds, diverged runs) sparse vs full RTRL.
 
     With no C9 experiment in the sweep (``--only`` left them out) there is one row, C9,
-    "not yet measured"; otherwise the synthetic, Chewie and Stevenson rows always appear (a
-    real setting without its data says so) and C9-files when the user ran their files."""
+    "not requested"; otherwise the synthetic, Chewie and Stevenson rows always appear and
+    C9-files when the user ran their files. A setting not in the sweep says "not requested"
+    when ``request`` (what the sweep was asked for) left it out, and "data absent" when it was
+    asked for but its files were not found; with ``request`` unknown (None), the data folder
+    is looked at now."""
     present = {s for s, (name, _, _) in SETTINGS.items() if name in views}
     if not present:
-        return ClaimResult("C9", CLAIM, PAPER, "not yet measured", "the C9 experiments were not part of this sweep")
+        return not_requested("C9", CLAIM, PAPER, [name for name, _, _ in SETTINGS.values() if name != "bci_files"])
     rows = []
     for setting in ("synthetic", "chewie", "stevenson", "files"):
         if setting == "files" and setting not in present:
@@ -128,24 +132,45 @@ def claim(views: dict[str, ExperimentView]) -> list[ClaimResult] | ClaimResult:
         name, cid, what = SETTINGS[setting]
         text = f"{CLAIM} — {what}"
         if setting not in present:
-            why = _absent(setting)
-            rows.append(ClaimResult(cid, text, PAPER, "not measured", why,
-                                    measured="data absent" if "data absent" in why else "not selected"))
+            rows.append(_absent(setting, text, request))
             continue
-        rows.append(_row(cid, text, views[name], views.get(LSTM_NAME) if setting == "synthetic" else None))
+        e = views[name]
+        if setting == "files":
+            text += _simulated_note(make_task(e.config.task, **e.config.task_options))
+        lstm = views.get(LSTM_NAME) if setting == "synthetic" else None
+        rows.append(counting_divergence(lambda: _row(cid, text, e, lstm), *[v for v in (e, lstm) if v]))
     return rows
 
 
-def _absent(setting: str) -> str:
+def _simulated_note(task) -> str:
+    """", SIMULATED session B" (or A, or A and B) for user files that are simulated."""
+    sim = [label for label, flag in zip("AB", task.simulated_sessions()) if flag]
+    return f", SIMULATED session {' and '.join(sim)}" if sim else ""
+
+
+def _absent(setting: str, text: str, request: Request | None) -> ClaimResult:
+    """The row of a setting that is not in the sweep: not requested, or its data absent."""
+    name, cid, _ = SETTINGS[setting]
     if setting == "synthetic":
-        return "not measured: bci_synthetic was not selected in this sweep"
+        return not_requested(cid, text, PAPER, [name])
     base = default_data_dir()
     files = ", ".join(REAL_FILES[setting])
+    if request is not None and not request.includes(name, ("C9", cid)):
+        # a request inferred from what ran cannot tell "--only bci_synthetic" from "--only C9"
+        # without the data: say where the data goes, in case it was asked for
+        hint = (f"; or, if it was, its data ({files}) was not found: pass --data-dir or set SPARSE_RTRL_DATA"
+                if request.inferred and (base is None or not available(setting, base)) else "")
+        return not_requested(cid, text, PAPER, [name], hint)
     if base is None or not available(setting, base):
         where = base if base is not None else "../shared/data"
-        return (f"not measured: data absent ({files} not found under {where}; pass --data-dir or set "
-                f"SPARSE_RTRL_DATA)")
-    return f"not measured: the data is present ({files}) but bci_{setting} was not selected in this sweep"
+        why = (f"not measured: data absent ({files} not found under {where}; pass --data-dir or set "
+               f"SPARSE_RTRL_DATA)")
+        return ClaimResult(cid, text, PAPER, "not measured", why, measured="data absent")
+    if request is not None:  # asked for, yet not run: the files were not there when the sweep ran
+        why = (f"not measured: data absent when the sweep ran ({files} are under {base} now: run "
+               f"reproduce again to measure it)")
+        return ClaimResult(cid, text, PAPER, "not measured", why, measured="data absent")
+    return not_requested(cid, text, PAPER, [name])
 
 
 STABILITY_RULE = ("more stable: fewer diverged runs, or (as many) CV(L) across seeds at most half of "
@@ -203,7 +228,7 @@ def _row(cid: str, text: str, e: ExperimentView, lstm: ExperimentView | None = N
     task = make_task(e.config.task, **e.config.task_options)
     details.append(f"setting: {task.describe_shift()}; n = {e.config.hidden_size} vanilla RNN, "
                    f"T_a = {e.config.adapt_steps} bins")
-    if e.config.task_options.get("source") in ("chewie", "stevenson"):
+    if e.config.task_options.get("source") in ("chewie", "stevenson", "files"):
         details.append("real recording: every seed sees the same stream (seeds vary the initialisation, "
                        "pretraining batches and masks), and the learning rate was chosen on validation "
                        "seeds of the same recording")
@@ -219,6 +244,15 @@ def _mean_std(values) -> str:
     if x.size == 0:
         return "—"
     return f"{x.mean():.3g} ± {x.std(ddof=1) if x.size > 1 else 0.0:.2g}"
+
+
+def _tick(setting: str, e: ExperimentView) -> str:
+    """The setting's name, marked as simulated where any of its sessions is."""
+    if setting == "files":
+        simulated = any(make_task(e.config.task, **e.config.task_options).simulated_sessions())
+    else:
+        simulated = setting in ("synthetic", "stevenson")
+    return f"{setting}\n(SIMULATED)" if simulated else setting
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -297,7 +331,7 @@ def _recovery_figure(present: list[tuple[str, ExperimentView]], path: Path) -> s
     ax.axhspan(PAPER_MEAN - PAPER_STD, PAPER_MEAN + PAPER_STD, color="tab:red", alpha=0.12,
                label=f"paper, k=4: {PAPER}")
     ax.axhline(100, color="k", lw=0.8)
-    ax.set_xticks(range(len(rows)), [s if s != "stevenson" else "stevenson\n(simulated drift)" for s, _ in rows])
+    ax.set_xticks(range(len(rows)), [_tick(s, e) for s, e in rows])
     ax.set_ylabel("recovery vs full RTRL (%)")
     ax.set_title("C9: recovery of the adapting decoder, per setting (mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.2))

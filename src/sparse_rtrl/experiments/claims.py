@@ -29,10 +29,21 @@ class ClaimResult:
     summary: Summary | None = None
     measured: str = ""
     details: list[str] = field(default_factory=list)
+    diverged_runs: dict[str, int] | None = None
+    """Diverged runs of every method the row read (label → count; "experiment: label" when
+    it read several experiments); None: not tracked, the summary's count stands."""
+
+    @property
+    def n_diverged(self) -> int | None:
+        """Diverged runs over every method the row reads (not only the summarised one)."""
+        if self.diverged_runs is not None:
+            return sum(self.diverged_runs.values())
+        return self.summary.n_diverged if self.summary else None
 
     def to_json(self) -> dict:
         s = self.summary
         nan = float("nan")
+        n_div = self.n_diverged
         return {
             "id": self.id,
             "claim": self.claim,
@@ -42,7 +53,8 @@ class ClaimResult:
             "measured_std": s.std if s else nan,
             "ci95": list(s.ci95) if s else [nan, nan],
             "n_seeds": s.n_seeds if s else 0,
-            "n_diverged": s.n_diverged if s else 0,
+            "n_diverged": n_div if n_div is not None else 0,
+            "diverged_by_method": dict(self.diverged_runs or {}),
             "n_undefined": s.n_undefined if s else 0,
             "verdict": self.verdict,
             "rule": self.rule,
@@ -56,6 +68,8 @@ class ExperimentView:
         self.entry = entry
         self.config = entry["config"]
         self.runs = entry["methods"]
+        #: the methods whose numbers were read (by L, diverged, recoveries): what a claim row used
+        self.read: set[str] = set()
 
     def has(self, label: str) -> bool:
         return bool(self.runs.get(label))
@@ -64,10 +78,12 @@ class ExperimentView:
         return list(self.config.seeds)
 
     def L(self, label: str, key: str = "L") -> list[float]:
+        self.read.add(label)
         runs = self.runs.get(label, {})
         return [runs[s][key] if s in runs else math.nan for s in self.seeds()]
 
     def diverged(self, label: str) -> list[bool]:
+        self.read.add(label)
         runs = self.runs.get(label, {})
         return [bool(runs[s]["diverged"]) if s in runs else False for s in self.seeds()]
 
@@ -79,6 +95,33 @@ class ExperimentView:
 
     def complete(self, *labels: str) -> bool:
         return all(len(self.runs.get(l, {})) == len(self.seeds()) for l in labels)
+
+
+def diverged_runs(views) -> dict[str, int]:
+    """label → diverged runs, for every method read from ``views`` (in the experiments'
+    method order; labels prefixed by the experiment when several were read)."""
+    views = [e for e in views if e.read]
+    out = {}
+    for e in views:
+        for m in e.config.methods:
+            if m.label in e.read:
+                runs = e.runs.get(m.label, {})
+                key = m.label if len(views) == 1 else f"{e.config.name}: {m.label}"
+                out[key] = sum(bool(runs[s]["diverged"]) for s in e.seeds() if s in runs)
+    return out
+
+
+def counting_divergence(build, *views):
+    """``build()``'s row(s), each given the diverged runs of every method it read from ``views``."""
+    for e in views:
+        e.read.clear()
+    result = build()
+    rows = result if isinstance(result, list) else [result]
+    tally = diverged_runs(views)
+    for row in rows:
+        if row.diverged_runs is None and row.summary is not None:
+            row.diverged_runs = tally
+    return result
 
 
 def fmt(s: Summary | None, unit: str = " %") -> str:
@@ -107,8 +150,37 @@ def numeric_verdict(s: Summary, mean: float, std: float) -> str:
     return "not reproduced"
 
 
+NOT_REQUESTED = "not requested"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a sweep was asked to run: ``only`` holds the words of ``--only`` (experiment names
+    or claim ids), None for everything. A claim row whose experiment is not in the sweep says
+    "not requested" when the request left it out, "data absent" when it asked for it."""
+
+    only: frozenset[str] | None = None
+    inferred: bool = False
+    """True when the sweep did not record its request and ``only`` was inferred from what ran."""
+
+    def includes(self, name: str, claim_ids=()) -> bool:
+        return self.only is None or name in self.only or bool(self.only & set(claim_ids))
+
+
 # -- one function per claim: (views by experiment name) -> ClaimResult -----------------------
-def _missing(cid: str, claim: str, paper: str, why: str = "not yet measured") -> ClaimResult:
+def not_requested(cid: str, claim: str, paper: str, names, hint: str = "") -> ClaimResult:
+    """The row of a claim none of whose experiments was part of the sweep (``--only``)."""
+    why = (f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} not part of this sweep "
+           f"(not requested with --only{hint})")
+    return ClaimResult(cid, claim, paper, NOT_REQUESTED, why, measured=NOT_REQUESTED)
+
+
+def _missing(cid: str, claim: str, paper: str, v=None, needs=(), why: str = "not yet measured") -> ClaimResult:
+    """"not requested" if an experiment the claim needs (``needs``) is not in the sweep ``v``,
+    so this sweep can never measure it; else "not yet measured" (not finished, or ``why``)."""
+    absent = [name for name in needs if v is not None and name not in v]
+    if absent:
+        return not_requested(cid, claim, paper, absent)
     return ClaimResult(cid, claim, paper, "not yet measured", why)
 
 
@@ -116,7 +188,7 @@ def c1(v):
     cid, claim, paper = "C1", "sparse k=4 of n=64, vanilla RNN: recovery vs full RTRL", "84 ± 6 %"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla",))
     s = e.recovery_summary("sparse k=4")
     imm = e.recovery_summary("sparse k=4", reference="immediate")
     details = [f"recovery relative to the immediate rule: {fmt(imm)}"]
@@ -137,7 +209,7 @@ def c2(v):
         last = e.recovery_summary("sparse k=4")
         rows.append((n, last))
     if len(rows) < 2:
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla", "sine_vanilla_n128"))  # n = 256: paper only
     rule = ("reproduced: every n's mean recovery lies in the paper's band 72–90 % (78–84 % ± 6); "
             "partly: every n's mean ≥ 60 %; not reproduced: otherwise")
     means = [s.mean for _, s in rows]
@@ -157,7 +229,7 @@ def c3(v):
     e = v.get("sine_vanilla")
     labels = ("sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial")
     if e is None or not e.complete("frozen", "full", *labels):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla",))
     sums = {l: e.recovery_summary(l) for l in labels}
     means = [s.mean for s in sums.values()]
     spread = max(means) - min(means)
@@ -176,7 +248,7 @@ def c4(v):
     cid, claim, paper = "C4", "step function: k = 0 vs any k ≥ 1", "0 → high"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("frozen", "full", "immediate"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla",))
     ks = [k for k in (1, 2, 4, 8, 16, 32) if e.complete(f"sparse k={k}")]
     zero = e.recovery_summary("immediate")
     rows = {k: e.recovery_summary(f"sparse k={k}") for k in ks}
@@ -198,10 +270,10 @@ def c5(v):
     cid, claim, paper = "C5", "recurrent Jacobian full rank; condition numbers", "2.6 – 6.5"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("full"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla",))
     per_seed = [np.asarray(e.runs["full"][s]["condition_numbers"]) for s in e.seeds()]
     if not all(c.size for c in per_seed):
-        return _missing(cid, claim, paper, "no condition numbers were recorded")
+        return _missing(cid, claim, paper, why="no condition numbers were recorded")
     medians = [float(np.median(c)) for c in per_seed]
     allc = np.concatenate(per_seed)
     rule = ("reproduced: every seed's median condition number of J_t (along full RTRL's adaptation "
@@ -226,7 +298,7 @@ def c6(v):
     cid, claim, paper = "C6", "Lorenz: CV of L across seeds, sparse k=4 vs full RTRL", "13 % vs 88 %"
     e = v.get("lorenz_vanilla")
     if e is None or not e.complete("sparse k=4", "full"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("lorenz_vanilla",))
     cv_s = 100 * coefficient_of_variation(e.L("sparse k=4"))
     cv_f = 100 * coefficient_of_variation(e.L("full"))
     div_s, div_f = sum(e.diverged("sparse k=4")), sum(e.diverged("full"))
@@ -251,7 +323,7 @@ def c7(v):
     cid, claim, paper = "C7", "LSTM: sparse k=4 vs full RTRL", "matches"
     e = v.get("sine_lstm")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_lstm",))
     s = e.recovery_summary("sparse k=4")
     rule = ("reproduced: mean recovery ≥ 90 % or the 95 % CI reaches 100 %; partly: mean ≥ 70 %; "
             "not reproduced: otherwise")
@@ -276,7 +348,7 @@ def c10(v):
     e, ref = v.get("adding_vanilla"), v.get("sine_vanilla")
     labels = ("immediate", "sparse k=4", "full")
     if e is None or ref is None or not e.complete("frozen", *labels) or not ref.complete("frozen", *labels):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("adding_vanilla", "sine_vanilla"))
     rule = ("gain G = (L_frozen − L)/L_frozen; reproduced: for every RTRL variant (immediate, sparse "
             "k=4, full) G on the end-of-sequence task < half its G with a continuous error (sine); "
             "partly: for some; not reproduced: for none")
@@ -294,7 +366,7 @@ def c11(v):
     cid, claim, paper = "C11", "SGD instead of Adam, sparse k=4: recovery", "92 ± 1 %"
     e = v.get("sine_vanilla_sgd")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("sine_vanilla_sgd",))
     s = e.recovery_summary("sparse k=4")
     return ClaimResult(cid, claim, paper, numeric_verdict(s, 92, 1), NUMERIC_RULE, s, fmt(s),
                        [f"immediate (k = 0) under SGD: {fmt(e.recovery_summary('immediate'))}"])
@@ -314,7 +386,7 @@ def c12(v):
                     continue
                 rows[(opt, dtype, rule_label)] = e.recovery_summary(label, full=f"full {dtype}")
     if not ok:
-        return _missing(cid, claim, paper)
+        return _missing(cid, claim, paper, v, ("followup_adam", "followup_sgd", "followup_rmsprop"))
     rule = ("reproduced: immediate with Adam in float64 ≥ 80 % recovery, and immediate with SGD and "
             "the λ = 0.95 trace (every optimizer) ≤ 30 %; partly: one of the two halves holds; "
             "not reproduced: neither")
@@ -330,12 +402,17 @@ def c12(v):
                        f"{rows[('adam', 'float64', 'trace 0.95')].mean:.0f} %", details)
 
 
-def evaluate_claims(views: dict[str, ExperimentView]) -> list[ClaimResult]:
+def evaluate_claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
+    """Every claim's rows; ``request`` (what the sweep was asked for; None: unknown) tells C9's
+    real-data rows "not requested" from "data absent"."""
     from . import bci, transformer_c8  # they import this module
 
     claims = (c1, c2, c3, c4, c5, c6, c7, transformer_c8.claim, bci.claim, c10, c11, c12)
     out: list[ClaimResult] = []
     for f in claims:  # a claim measured in several settings returns one row per setting
-        result = f(views)
+        if f is bci.claim:  # its rows each count their own experiment's divergences
+            result = bci.claim(views, request)
+        else:
+            result = counting_divergence(lambda: f(views), *views.values())
         out.extend(result if isinstance(result, list) else [result])
     return out

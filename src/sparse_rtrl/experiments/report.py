@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..tasks import make_task
 from . import plots
-from .claims import NUMERIC_RULE, ExperimentView, evaluate_claims, fmt
+from .claims import NOT_REQUESTED, NUMERIC_RULE, ExperimentView, Request, evaluate_claims, fmt
 from .metrics import coefficient_of_variation, summarize
 from .runner import load_results, read_json
 from .selection import describe
@@ -95,12 +95,44 @@ def _experiment_section(name: str, entry: dict, e: ExperimentView) -> list[str]:
     return lines + _method_table(e) + [""]
 
 
+def request_of(sweep: dict, present) -> Request | None:
+    """What the sweep was asked to run: ``sweep.json``'s ``"only"`` (the ``--only`` words,
+    null for everything) where recorded; else inferred from its profile: every experiment the
+    profile always defines (those needing no data) present means no ``--only``, and otherwise
+    only what is present was asked for. None for an unknown profile."""
+    if "only" in sweep:
+        only = sweep["only"]
+        if isinstance(only, str):
+            only = only.split(",")
+        return Request(None if only is None else frozenset(w.strip() for w in only if w.strip()))
+    import tempfile
+
+    from .profiles import experiments
+
+    try:
+        with tempfile.TemporaryDirectory() as empty:  # a data folder with no recording in it
+            always = {e.name for e in experiments(sweep.get("profile"), data_dir=empty)}
+    except ValueError:
+        return None
+    present = set(present)
+    return Request(None, inferred=True) if always <= present else Request(frozenset(present), inferred=True)
+
+
+def _diverged_cell(c) -> str:
+    """Diverged runs over every method the row read, with the methods that diverged."""
+    n = c.n_diverged
+    if n is None:
+        return "—"
+    which = ", ".join(f"{label} {k}" for label, k in (c.diverged_runs or {}).items() if k)
+    return f"{n} ({which})" if which else str(n)
+
+
 def build_report(out: Path | str) -> Path:
     """Write ``report.md``, ``claims.json`` and ``figures/*.png`` under ``out``."""
     out = Path(out)
     data = load_results(out)
     views = {name: ExperimentView(entry) for name, entry in data["experiments"].items()}
-    claims = evaluate_claims(views)
+    claims = evaluate_claims(views, request_of(read_json(out / "sweep.json") or {}, views))
     figs = out / "figures"
     figures = []
 
@@ -149,17 +181,17 @@ def build_report(out: Path | str) -> Path:
         "its loss has no recovery (counted as *undefined*), and diverged runs are counted, never dropped."
     )
     lines += ["", "## Claims", "",
-              "| id | claim | paper | measured | 95 % CI | seeds | diverged | verdict |",
+              "| id | claim | paper | measured | 95 % CI | seeds | diverged runs (every method read) | verdict |",
               "|---|---|---|---|---|---|---|---|"]
     for c in claims:
         s = c.summary
         ci = f"{s.ci95[0]:.1f} – {s.ci95[1]:.1f}" if s and s.n_scored and all(map(math.isfinite, s.ci95)) else "—"
         lines.append(f"| {c.id} | {c.claim} | {c.paper} | {c.measured or '—'} | {ci} | "
-                     f"{s.n_seeds if s else '—'} | {s.n_diverged if s else '—'} | **{c.verdict}** |")
+                     f"{s.n_seeds if s else '—'} | {_diverged_cell(c)} | **{c.verdict}** |")
     numeric = ", ".join(dict.fromkeys(c.id for c in claims if c.rule == NUMERIC_RULE)) or "none measured"
     lines += ["", "## Verdict rules", "", f"- Numeric claims ({numeric}): {NUMERIC_RULE}."]
     for c in claims:
-        if c.rule and c.rule != NUMERIC_RULE and c.verdict != "not yet measured":
+        if c.rule and c.rule != NUMERIC_RULE and c.verdict not in ("not yet measured", NOT_REQUESTED):
             lines.append(f"- {c.id}: {c.rule}.")
     lines += ["", "## Claim details", ""]
     for c in claims:
@@ -167,7 +199,7 @@ def build_report(out: Path | str) -> Path:
                      f"Verdict: **{c.verdict}**.")
         for d in c.details:
             lines.append(f"- {d}")
-        if c.verdict == "not yet measured" and c.rule != "not yet measured":
+        if c.verdict in ("not yet measured", NOT_REQUESTED) and c.rule != "not yet measured":
             lines.append(f"- {c.rule}")
         lines.append("")
     if figures:

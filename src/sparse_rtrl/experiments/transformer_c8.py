@@ -44,7 +44,7 @@ from ..errors import ConfigurationError, DivergenceError
 from ..tasks import make_task
 from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfig, head_profile, heads_kept
 from ..transformer import pretrain as pretrain_windows
-from .claims import ClaimResult, ExperimentView, fmt
+from .claims import ClaimResult, ExperimentView, counting_divergence, fmt, not_requested
 from .config import FROZEN, READOUT, Experiment, Method
 from .protocol import DTYPES, OPTIMIZERS, Snapshot, derived_seed, run_result
 
@@ -481,9 +481,10 @@ def _claim_for(name: str, e: ExperimentView) -> ClaimResult:
 
 def claim(views: dict[str, ExperimentView]) -> ClaimResult | list[ClaimResult]:
     """One C8 row per experiment that lists C8 among its claims (one "not yet measured" row if none)."""
-    rows = [_claim_for(name, e) for name, e in _c8_views(views)]
+    # each row counts the diverged runs of the methods it read from its own experiment
+    rows = [counting_divergence(lambda: _claim_for(name, e), e) for name, e in _c8_views(views)]
     if not rows:
-        return ClaimResult("C8", CLAIM, PAPER, "not yet measured", "not yet measured")
+        return not_requested("C8", CLAIM, PAPER, ["the C8 experiments"])
     return rows if len(rows) > 1 else rows[0]
 
 

@@ -13,6 +13,11 @@ or the same array after electrode drift). Sources (the ``source`` option):
 - ``"files"``: the user's two recordings, ``session_a`` and ``session_b``, read by the
   loaders of :mod:`sparse_rtrl.data`.
 
+Each source is also a typed object holding exactly its options (:mod:`.bci_sources`):
+``BCI(source=Files("a.npz", "b.npz"))`` equals ``BCI(source="files", session_a="a.npz",
+session_b="b.npz")``. In the flat form an option the source does not read must stay unset
+(None): any value, even another source's default, raises ``ConfigurationError``.
+
 See docs/bci.md for the design.
 """
 
@@ -28,23 +33,16 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError
-from .base import (
-    AbstractTask,
-    Segments,
-    Stream,
-    check_count,
-    check_float,
-    continuous_stream,
-    fmt,
-    set_field,
-)
+from .bci_sources import SOURCE_OPTIONS, SOURCE_TYPES, Chewie, Files, Stevenson, Synthetic, from_options
+from .base import AbstractTask, Segments, Stream, check_float, continuous_stream, fmt, set_field
 
 Tensor = torch.Tensor
 
-SOURCES = ("synthetic", "chewie", "stevenson", "files")
+SOURCES = tuple(SOURCE_TYPES)
+__all__ = ["BCI", "Chewie", "Files", "SOURCE_OPTIONS", "Stevenson", "Synthetic"]
 TRANSFORMS = ("sqrt", "log1p", "none")
 
-#: the shared recordings, by source (see ../shared/data/README.md)
+#: the shared recordings, by source (where to get them: docs/data.md, "Provenance and citation")
 CHEWIE_FILES = ("chewie_2013-10-03_bin100ms_moving.npz", "chewie_2013-12-19_bin100ms_moving.npz")
 STEVENSON_FILE = "stevenson2011_m1.mat"
 DATA_ENV = "SPARSE_RTRL_DATA"
@@ -56,19 +54,8 @@ _REFERENCE_SEED = 2**31 - 1
 #: a channel whose transformed counts do not vary at all in session A is scaled by 1
 _MIN_STD = 1e-9
 
-# options that only some sources read, with their defaults: any other value is refused
-_ONLY_FOR = {
-    "n_channels": (("synthetic",), 96),
-    "population_seed": (("synthetic",), 0),
-    "drift": (("synthetic", "stevenson"), 0.5),
-    "drift_seed": (("stevenson",), 0),
-    "split": (("stevenson",), 0.5),
-    "data_dir": (("chewie", "stevenson"), None),
-    "session_a": (("files",), None),
-    "session_b": (("files",), None),
-    "bin_size": (("synthetic", "files"), None),
-}
-
+#: the options each source reads (the fields of its type in bci_sources), with their defaults
+_SOURCE_SPECIFIC = tuple(dict.fromkeys(o for opts in SOURCE_OPTIONS.values() for o in opts))
 
 def default_data_dir() -> Path | None:
     """Where the shared recordings are looked for: ``$SPARSE_RTRL_DATA`` if set, else
@@ -106,6 +93,7 @@ class Prepared:
     trial: np.ndarray
     source: str
     units: int
+    simulated: bool
 
 
 @dataclass(frozen=True)
@@ -138,22 +126,25 @@ class BCI(AbstractTask):
     """
 
     source: str = "synthetic"
-    """"synthetic", "chewie", "stevenson" or "files" (see the module docstring)."""
+    """"synthetic", "chewie", "stevenson" or "files" (see the module docstring), or a typed
+    source object (:class:`Synthetic`, :class:`Chewie`, :class:`Stevenson`, :class:`Files`)
+    holding that source's options; stored as the name, the options in the fields below."""
     transform: str = "sqrt"
     """f applied to the counts before z-scoring: "sqrt", "log1p" or "none"."""
     std_floor: float = 0.5
     """σ_A of a channel is floored at this fraction of the median channel's σ_A (0: plain
     z-scoring), so a channel nearly silent in A cannot blow up to tens of σ when it fires."""
-    n_channels: int = 96
-    """synthetic: channels of the simulated array."""
-    population_seed: int = 0
-    """synthetic: the seed of the population's tunings (sessions A and B)."""
-    drift: float = 0.5
-    """synthetic: d of DriftingPopulation between A and B; stevenson: d of simulate_drift."""
-    drift_seed: int = 0
-    """stevenson: the seed of the simulated drift (which channels are lost, gains, …)."""
-    split: float = 0.5
-    """stevenson: the fraction of the recording that forms session A (the rest is B)."""
+    n_channels: int | None = None
+    """synthetic: channels of the simulated array (unset: 96)."""
+    population_seed: int | None = None
+    """synthetic: the seed of the population's tunings (sessions A and B; unset: 0)."""
+    drift: float | None = None
+    """synthetic: d of DriftingPopulation between A and B; stevenson: d of simulate_drift
+    (unset: 0.5)."""
+    drift_seed: int | None = None
+    """stevenson: the seed of the simulated drift (which channels are lost, gains, …; unset: 0)."""
+    split: float | None = None
+    """stevenson: the fraction of the recording that forms session A, the rest is B (unset: 0.5)."""
     data_dir: str | None = None
     """chewie, stevenson: the folder of the shared recordings (None: $SPARSE_RTRL_DATA,
     else ../shared/data relative to the current directory)."""
@@ -164,41 +155,37 @@ class BCI(AbstractTask):
     """files: session B, same formats."""
     bin_size: float | None = None
     """synthetic: Δ in s (None: 0.05); files: Δ, required for spike-time files (Indy, NWB)
-    and for .npz files without ``bin_s``, overrides the stored value otherwise."""
+    and for .npz files without ``bin_s``; a binned file that stores its width must agree."""
 
     name = "bci"
     continuous_error = True
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ConfigurationError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        typed = isinstance(self.source, tuple(SOURCE_TYPES.values()))
+        if not typed and (not isinstance(self.source, str) or self.source not in SOURCES):
+            raise ConfigurationError(f"source must be one of {', '.join(SOURCES)} (or a source object: "
+                                     f"Synthetic, Chewie, Stevenson, Files), got {self.source!r}")
         if self.transform not in TRANSFORMS:
             raise ConfigurationError(f"transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
-        for option, (sources, default) in _ONLY_FOR.items():
-            if self.source not in sources and getattr(self, option) != default:
+        if typed:
+            spec = self.source
+            flat = [o for o in _SOURCE_SPECIFIC if getattr(self, o) is not None]
+            if flat:
                 raise ConfigurationError(
-                    f"option {option} applies to source(s) {', '.join(sources)} only, not to "
-                    f"{self.source!r}: leave it at {default!r}")
-        set_field(self, "n_channels", check_count(self.n_channels, "n_channels", minimum=1))
-        set_field(self, "population_seed", check_count(self.population_seed, "population_seed", minimum=0))
-        set_field(self, "drift_seed", check_count(self.drift_seed, "drift_seed", minimum=0))
-        drift = check_float(self.drift, "drift", low=0.0)
-        if drift > 1:
-            raise ConfigurationError(f"drift must lie in [0, 1], got {drift}")
-        set_field(self, "drift", drift)
-        split = check_float(self.split, "split", positive=True)
-        if split >= 1:
-            raise ConfigurationError(f"split must lie in (0, 1), got {split}")
-        set_field(self, "split", split)
+                    f"option(s) {', '.join(flat)} given beside source={spec!r}: set them on the source object")
+        else:
+            spec = from_options(self.source, {o: getattr(self, o) for o in _SOURCE_SPECIFIC})
+        # the flat fields mirror the typed source (unset where it has no such option), so the
+        # task compares, hashes and round-trips through options() the same in both forms
+        set_field(self, "source", spec.name)
+        for option in SOURCE_OPTIONS[spec.name]:
+            set_field(self, option, getattr(spec, option))
         set_field(self, "std_floor", check_float(self.std_floor, "std_floor", low=0.0))
-        if self.bin_size is not None:
-            set_field(self, "bin_size", check_float(self.bin_size, "bin_size", positive=True))
-        if self.source == "files" and (self.session_a is None or self.session_b is None):
-            raise ConfigurationError("source 'files' needs session_a= and session_b= (paths of the two recordings)")
-        for option in ("data_dir", "session_a", "session_b"):
-            value = getattr(self, option)
-            if value is not None:
-                set_field(self, option, str(value))
+
+    @property
+    def spec(self):
+        """The typed source object: exactly the options this source reads."""
+        return SOURCE_TYPES[self.source](**{o: getattr(self, o) for o in SOURCE_OPTIONS[self.source]})
 
     # -- sizes and description ---------------------------------------------------------------
     @property
@@ -214,7 +201,7 @@ class BCI(AbstractTask):
     def describe_shift(self) -> str:
         norm = f"{self.transform} counts and velocity z-scored with session A's statistics"
         if self.source == "synthetic":
-            return (f"synthetic {self.n_channels}-channel array, session A → B with drift d = "
+            return (f"SIMULATED {self.n_channels}-channel array (synthetic), session A → B with drift d = "
                     f"{fmt(self.drift)} (units lost, new units, gain and baseline changes; "
                     f"population seed {self.population_seed}); {norm}")
         if self.source == "chewie":
@@ -225,8 +212,19 @@ class BCI(AbstractTask):
             return (f"real M1 session (Stevenson et al. 2011): first {fmt(100 * self.split)} % → rest with "
                     f"SIMULATED drift d = {fmt(self.drift)} (seed {self.drift_seed}; not a recorded "
                     f"second session); {norm}")
+        sim = [label for label, flag in zip("AB", self.simulated_sessions()) if flag]
+        marked = f"; SIMULATED session {' and '.join(sim)} (not a recording as made)" if sim else ""
         return (f"user recordings {Path(self.session_a).name} → {Path(self.session_b).name} "
-                f"(channels aligned by column, zero-padded to a common width); {norm}")
+                f"(channels aligned by column, zero-padded to a common width{marked}); {norm}")
+
+    def simulated_sessions(self) -> tuple[bool, bool]:
+        """Whether sessions A and B are simulated rather than recorded: both for synthetic,
+        B for stevenson, and for files whatever the files say (:attr:`Session.simulated`, kept
+        by :meth:`Session.save`), so a report can label every simulated input."""
+        if self.source == "synthetic":
+            return True, True
+        a, b, _ = _prepared(self)
+        return a.simulated, b.simulated
 
     def sessions_source(self) -> tuple[str, str]:
         """Where sessions A and B come from (B's says "simulated drift" for stevenson)."""
@@ -393,6 +391,7 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
     """Both sessions, zero-padded to a common width, transformed and z-scored with A's
     statistics; and those statistics."""
     a, b = _sessions(task)
+    _check_same_bins(a, b)
     width = max(a.n_channels, b.n_channels)
     feats, vels = [], []
     for s in (a, b):
@@ -407,8 +406,24 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
         out.append(Prepared(
             inputs=(f - stats["input_mean"]) / stats["input_std"],
             targets=(v - stats["velocity_mean"]) / stats["velocity_std"],
-            trial=trial, source=s.source, units=s.n_channels))
+            trial=trial, source=s.source, units=s.n_channels, simulated=s.simulated))
     return out[0], out[1], stats
+
+
+def _check_same_bins(a, b) -> None:
+    """Counts per bin scale with the bin width: a decoder z-scored on 0.05 s bins would read
+    0.1 s bins as every channel firing twice as fast, so mixed widths are refused."""
+    from ..data import DataError
+
+    if not math.isclose(a.bin_size, b.bin_size, rel_tol=1e-9):
+        wide, narrow = max(a.bin_size, b.bin_size), min(a.bin_size, b.bin_size)
+        ratio = wide / narrow
+        how = (f"session.rebin({round(ratio)}) merges {narrow:g} s bins into {wide:g} s ones"
+               if abs(ratio - round(ratio)) < 1e-9 else "rebin both to a common width")
+        raise DataError(f"{a.source} | {b.source}",
+                        f"sessions A and B have different bin widths, {a.bin_size:g} s and {b.bin_size:g} s; "
+                        f"bring them to one width first ({how}, then Session.save the result), or for "
+                        f"spike-time files (Indy, NWB) pass one bin_size= (--bin-size) for both")
 
 
 def _real_stream(task: BCI, segments: Segments):
