@@ -85,3 +85,14 @@ def test_an_inferred_request_still_says_where_the_data_goes(quick, monkeypatch, 
     assert row.verdict == "not requested" and "SPARSE_RTRL_DATA" in row.rule
     recorded = rows(views, Request(frozenset({"bci_synthetic"})))["C9-chewie"]
     assert "SPARSE_RTRL_DATA" not in recorded.rule  # the sweep said what it was asked for
+
+
+def test_the_sweep_records_what_only_asked_for(tmp_path):
+    from sparse_rtrl.experiments import Sweep
+    from sparse_rtrl.experiments.runner import read_json
+
+    Sweep(tmp_path / "a", [], only=["C9", "C1"], progress=False).run()
+    Sweep(tmp_path / "b", [], progress=False).run()
+    assert read_json(tmp_path / "a" / "sweep.json")["only"] == ["C1", "C9"]
+    assert request_of(read_json(tmp_path / "a" / "sweep.json"), []) == Request(frozenset({"C1", "C9"}))
+    assert read_json(tmp_path / "b" / "sweep.json")["only"] is None

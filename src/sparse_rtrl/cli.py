@@ -98,8 +98,9 @@ def _reproduce(args) -> int:
     t0 = time.perf_counter()
     executor = _executor(args)
     try:
+        only = None if not args.only else [w.strip() for w in args.only.split(",") if w.strip()]
         sweep = Sweep(out, exps, executor=executor, profile=args.profile, progress=not args.quiet,
-                      numerics_change=args.numerics_change)
+                      numerics_change=args.numerics_change, only=only)
         complete = sweep.run()
     finally:
         executor.close()

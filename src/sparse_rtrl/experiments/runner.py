@@ -174,11 +174,13 @@ class Sweep:
     ``$SPARSE_RTRL_NO_ENSEMBLE`` is set. Result files are the same either way.
     ``numerics_change``: what to do with finished runs computed by another numeric path or
     torch version ("stop", "redo" or "keep"; see the module docstring).
+    ``only``: the ``--only`` words the experiments were selected by (None: all), written to
+    ``sweep.json`` so the report tells claims not requested from claims whose data is absent.
     """
 
     def __init__(self, out: Path | str, experiments: Iterable[Experiment], executor=None,
                  profile: str = "custom", progress: bool = True, task=None, ensembles: bool | None = None,
-                 numerics_change: str = "stop"):
+                 numerics_change: str = "stop", only: Iterable[str] | None = None):
         if numerics_change not in NUMERICS_CHANGES:
             raise ConfigurationError(f"numerics_change={numerics_change!r}: choose one of "
                                      f"{', '.join(NUMERICS_CHANGES)}")
@@ -191,6 +193,7 @@ class Sweep:
         self.profile = profile
         self.progress = progress
         self.ensembles = ensembles
+        self.only = None if only is None else sorted(only)
         self._commit = _git_commit()
 
     # -- numerics -------------------------------------------------------------------------
@@ -403,7 +406,7 @@ class Sweep:
         self._check_numerics()
         self.layout.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.layout.sweep(), {
-            "profile": self.profile, "version": __version__,
+            "profile": self.profile, "version": __version__, "only": self.only,
             "experiments": [exp.to_dict() for exp in self.experiments]})
         budget = [limit]
         self._execute("pretraining", self._pretrain_jobs(), budget)
