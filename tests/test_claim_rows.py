@@ -6,7 +6,8 @@ import math
 import pytest
 
 from sparse_rtrl.experiments import experiments
-from sparse_rtrl.experiments.claims import ExperimentView, Request, evaluate_claims
+from sparse_rtrl.experiments.families import evaluate_claims
+from sparse_rtrl.experiments.views import ExperimentView, Request
 from sparse_rtrl.experiments.report import _diverged_cell, request_of
 
 

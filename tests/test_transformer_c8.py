@@ -12,9 +12,10 @@ import torch
 from sparse_rtrl.errors import ConfigurationError
 from sparse_rtrl.experiments import Experiment, Method, Sweep
 from sparse_rtrl.experiments import transformer_c8 as c8
-from sparse_rtrl.experiments.claims import ExperimentView
+from sparse_rtrl.experiments.views import ExperimentView
 from sparse_rtrl.experiments.executors import LocalExecutor
-from sparse_rtrl.experiments.protocol import derived_seed, protocol_for
+from sparse_rtrl.experiments.families import protocol_for
+from sparse_rtrl.experiments.protocol import derived_seed
 from sparse_rtrl.experiments.report import build_report
 from sparse_rtrl.tasks import make_task
 

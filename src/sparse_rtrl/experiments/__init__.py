@@ -6,6 +6,16 @@ The library (``sparse_rtrl`` outside this package) never imports from here.
 
 from .config import FROZEN, READOUT, Experiment, Method
 from .profiles import experiments
-from .runner import Sweep, load_results
+from .results import load_results
+
+
+def __getattr__(name: str):
+    # the sweep driver (torch, executors) loads only when asked for: reading results and
+    # rebuilding a report do not need it
+    if name == "Sweep":
+        from .runner import Sweep
+
+        return Sweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["FROZEN", "READOUT", "Experiment", "Method", "Sweep", "experiments", "load_results"]

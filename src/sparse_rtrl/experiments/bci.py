@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..tasks import make_task
 from ..tasks.bci import CHEWIE_FILES, STEVENSON_FILE, available, default_data_dir
-from .claims import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
+from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
                      not_requested, numeric_verdict)
 from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import coefficient_of_variation
@@ -256,6 +256,12 @@ def _tick(setting: str, e: ExperimentView) -> str:
 
 
 # -- figures -------------------------------------------------------------------------------------
+def claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
+    """This family's rows (C9, one per setting), each counting its own experiment's divergences."""
+    rows = claim(views, request)
+    return rows if isinstance(rows, list) else [rows]
+
+
 def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, str]]:
     """Decoded vs true velocity around the shift (first seed) per setting, learning curves,
     and recovery per setting."""
@@ -284,7 +290,8 @@ def _decoding_figure(e: ExperimentView, setting: str, path: Path) -> str | None:
     runs = [e.runs[l].get(seed) for l in labels]
     if not labels or any(r is None or "predictions" not in r for r in runs):
         return None
-    from .plots import _plt, _save
+    from .plotting import pyplot as _plt
+    from .plotting import save as _save
 
     plt = _plt()
     windows = (("pre", "before the shift (session A)"), ("post", "just after the shift (session B)"),
@@ -316,8 +323,9 @@ def _recovery_figure(present: list[tuple[str, ExperimentView]], path: Path) -> s
     rows = [(s, e) for s, e in present if e.complete("frozen", "full", KEY)]
     if not rows:
         return None
-    from .plots import _mean_std as mean_std
-    from .plots import _plt, _save
+    from .plotting import mean_std
+    from .plotting import pyplot as _plt
+    from .plotting import save as _save
 
     labels = [l for l in ("readout", "immediate", "sparse k=1", KEY, "sparse k=16")
               if all(e.complete(l) for _, e in rows)]

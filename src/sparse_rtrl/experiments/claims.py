@@ -1,194 +1,25 @@
-"""The paper's claims (SPEC §5), how each is measured from the sweep's results, and the
-written rule that turns a measurement into a verdict. Paper figures are for side-by-side
-reporting only: nothing here feeds back into any run."""
+"""The paper's claims measured on recurrent cells (SPEC §5: C1–C7, C10–C12), how each is
+measured from the sweep's results, the written rule that turns a measurement into a verdict,
+and their figures. Paper figures are for side-by-side reporting only: nothing here feeds
+back into any run. (C8 lives in ``transformer_c8``, C9 in ``bci``; ``families`` lists them.)"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .metrics import Summary, coefficient_of_variation, recovery, summarize
-
-NUMERIC_RULE = (
-    "reproduced: the paper's mean lies inside our 95 % CI, or our mean lies within the paper's "
-    "± std, with no diverged or undefined seed; partly: our mean lies within 2 paper std (+ our "
-    "CI half-width) of the paper's mean, or the reproduced condition holds but some seed "
-    "diverged or was undefined; not reproduced: otherwise"
-)
-
-
-@dataclass
-class ClaimResult:
-    id: str
-    claim: str
-    paper: str
-    verdict: str
-    rule: str
-    summary: Summary | None = None
-    measured: str = ""
-    details: list[str] = field(default_factory=list)
-    diverged_runs: dict[str, int] | None = None
-    """Diverged runs of every method the row read (label → count; "experiment: label" when
-    it read several experiments); None: not tracked, the summary's count stands."""
-
-    @property
-    def n_diverged(self) -> int | None:
-        """Diverged runs over every method the row reads (not only the summarised one)."""
-        if self.diverged_runs is not None:
-            return sum(self.diverged_runs.values())
-        return self.summary.n_diverged if self.summary else None
-
-    def to_json(self) -> dict:
-        s = self.summary
-        nan = float("nan")
-        n_div = self.n_diverged
-        return {
-            "id": self.id,
-            "claim": self.claim,
-            "paper": self.paper,
-            "measured": self.measured,
-            "measured_mean": s.mean if s else nan,
-            "measured_std": s.std if s else nan,
-            "ci95": list(s.ci95) if s else [nan, nan],
-            "n_seeds": s.n_seeds if s else 0,
-            "n_diverged": n_div if n_div is not None else 0,
-            "diverged_by_method": dict(self.diverged_runs or {}),
-            "n_undefined": s.n_undefined if s else 0,
-            "verdict": self.verdict,
-            "rule": self.rule,
-        }
-
-
-class ExperimentView:
-    """Per-seed numbers of one experiment's evaluation runs."""
-
-    def __init__(self, entry: dict):
-        self.entry = entry
-        self.config = entry["config"]
-        self.runs = entry["methods"]
-        #: the methods whose numbers were read (by L, diverged, recoveries): what a claim row used
-        self.read: set[str] = set()
-
-    def has(self, label: str) -> bool:
-        return bool(self.runs.get(label))
-
-    def seeds(self) -> list[int]:
-        return list(self.config.seeds)
-
-    def L(self, label: str, key: str = "L") -> list[float]:
-        self.read.add(label)
-        runs = self.runs.get(label, {})
-        return [runs[s][key] if s in runs else math.nan for s in self.seeds()]
-
-    def diverged(self, label: str) -> list[bool]:
-        self.read.add(label)
-        runs = self.runs.get(label, {})
-        return [bool(runs[s]["diverged"]) if s in runs else False for s in self.seeds()]
-
-    def recoveries(self, label: str, reference: str = "frozen", full: str = "full") -> list[float | None]:
-        return [recovery(a, m, f) for a, m, f in zip(self.L(reference), self.L(label), self.L(full))]
-
-    def recovery_summary(self, label: str, reference: str = "frozen", full: str = "full") -> Summary:
-        return summarize(self.recoveries(label, reference, full), self.diverged(label))
-
-    def complete(self, *labels: str) -> bool:
-        return all(len(self.runs.get(l, {})) == len(self.seeds()) for l in labels)
-
-
-def diverged_runs(views) -> dict[str, int]:
-    """label → diverged runs, for every method read from ``views`` (in the experiments'
-    method order; labels prefixed by the experiment when several were read)."""
-    views = [e for e in views if e.read]
-    out = {}
-    for e in views:
-        for m in e.config.methods:
-            if m.label in e.read:
-                runs = e.runs.get(m.label, {})
-                key = m.label if len(views) == 1 else f"{e.config.name}: {m.label}"
-                out[key] = sum(bool(runs[s]["diverged"]) for s in e.seeds() if s in runs)
-    return out
-
-
-def counting_divergence(build, *views):
-    """``build()``'s row(s), each given the diverged runs of every method it read from ``views``."""
-    for e in views:
-        e.read.clear()
-    result = build()
-    rows = result if isinstance(result, list) else [result]
-    tally = diverged_runs(views)
-    for row in rows:
-        if row.diverged_runs is None and row.summary is not None:
-            row.diverged_runs = tally
-    return result
-
-
-def fmt(s: Summary | None, unit: str = " %") -> str:
-    if s is None or s.n_scored == 0:
-        return "undefined"
-    text = f"{s.mean:.1f} ± {s.std:.1f}{unit}"
-    extra = []
-    if s.n_undefined:
-        extra.append(f"{s.n_undefined} undefined")
-    if s.n_diverged:
-        extra.append(f"{s.n_diverged} diverged")
-    return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-def numeric_verdict(s: Summary, mean: float, std: float) -> str:
-    if s.n_scored == 0:
-        return "inconclusive"
-    lo, hi = s.ci95
-    half = (hi - lo) / 2 if math.isfinite(hi - lo) else 0.0
-    close = lo <= mean <= hi or abs(s.mean - mean) <= std
-    clean = s.n_diverged == 0 and s.n_undefined == 0
-    if close and clean:
-        return "reproduced"
-    if close or abs(s.mean - mean) <= 2 * std + half:
-        return "partly"
-    return "not reproduced"
-
-
-NOT_REQUESTED = "not requested"
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a sweep was asked to run: ``only`` holds the words of ``--only`` (experiment names
-    or claim ids), None for everything. A claim row whose experiment is not in the sweep says
-    "not requested" when the request left it out, "data absent" when it asked for it."""
-
-    only: frozenset[str] | None = None
-    inferred: bool = False
-    """True when the sweep did not record its request and ``only`` was inferred from what ran."""
-
-    def includes(self, name: str, claim_ids=()) -> bool:
-        return self.only is None or name in self.only or bool(self.only & set(claim_ids))
-
-
-# -- one function per claim: (views by experiment name) -> ClaimResult -----------------------
-def not_requested(cid: str, claim: str, paper: str, names, hint: str = "") -> ClaimResult:
-    """The row of a claim none of whose experiments was part of the sweep (``--only``)."""
-    why = (f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} not part of this sweep "
-           f"(not requested with --only{hint})")
-    return ClaimResult(cid, claim, paper, NOT_REQUESTED, why, measured=NOT_REQUESTED)
-
-
-def _missing(cid: str, claim: str, paper: str, v=None, needs=(), why: str = "not yet measured") -> ClaimResult:
-    """"not requested" if an experiment the claim needs (``needs``) is not in the sweep ``v``,
-    so this sweep can never measure it; else "not yet measured" (not finished, or ``why``)."""
-    absent = [name for name in needs if v is not None and name not in v]
-    if absent:
-        return not_requested(cid, claim, paper, absent)
-    return ClaimResult(cid, claim, paper, "not yet measured", why)
-
+from . import plots
+from .metrics import Summary, coefficient_of_variation, summarize
+from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt, missing,
+                    numeric_verdict)
 
 def c1(v):
     cid, claim, paper = "C1", "sparse k=4 of n=64, vanilla RNN: recovery vs full RTRL", "84 ± 6 %"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper, v, ("sine_vanilla",))
+        return missing(cid, claim, paper, v, ("sine_vanilla",))
     s = e.recovery_summary("sparse k=4")
     imm = e.recovery_summary("sparse k=4", reference="immediate")
     details = [f"recovery relative to the immediate rule: {fmt(imm)}"]
@@ -209,7 +40,7 @@ def c2(v):
         last = e.recovery_summary("sparse k=4")
         rows.append((n, last))
     if len(rows) < 2:
-        return _missing(cid, claim, paper, v, ("sine_vanilla", "sine_vanilla_n128"))  # n = 256: paper only
+        return missing(cid, claim, paper, v, ("sine_vanilla", "sine_vanilla_n128"))  # n = 256: paper only
     rule = ("reproduced: every n's mean recovery lies in the paper's band 72–90 % (78–84 % ± 6); "
             "partly: every n's mean ≥ 60 %; not reproduced: otherwise")
     means = [s.mean for _, s in rows]
@@ -229,7 +60,7 @@ def c3(v):
     e = v.get("sine_vanilla")
     labels = ("sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial")
     if e is None or not e.complete("frozen", "full", *labels):
-        return _missing(cid, claim, paper, v, ("sine_vanilla",))
+        return missing(cid, claim, paper, v, ("sine_vanilla",))
     sums = {l: e.recovery_summary(l) for l in labels}
     means = [s.mean for s in sums.values()]
     spread = max(means) - min(means)
@@ -248,7 +79,7 @@ def c4(v):
     cid, claim, paper = "C4", "step function: k = 0 vs any k ≥ 1", "0 → high"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("frozen", "full", "immediate"):
-        return _missing(cid, claim, paper, v, ("sine_vanilla",))
+        return missing(cid, claim, paper, v, ("sine_vanilla",))
     ks = [k for k in (1, 2, 4, 8, 16, 32) if e.complete(f"sparse k={k}")]
     zero = e.recovery_summary("immediate")
     rows = {k: e.recovery_summary(f"sparse k={k}") for k in ks}
@@ -270,10 +101,10 @@ def c5(v):
     cid, claim, paper = "C5", "recurrent Jacobian full rank; condition numbers", "2.6 – 6.5"
     e = v.get("sine_vanilla")
     if e is None or not e.complete("full"):
-        return _missing(cid, claim, paper, v, ("sine_vanilla",))
+        return missing(cid, claim, paper, v, ("sine_vanilla",))
     per_seed = [np.asarray(e.runs["full"][s]["condition_numbers"]) for s in e.seeds()]
     if not all(c.size for c in per_seed):
-        return _missing(cid, claim, paper, why="no condition numbers were recorded")
+        return missing(cid, claim, paper, why="no condition numbers were recorded")
     medians = [float(np.median(c)) for c in per_seed]
     allc = np.concatenate(per_seed)
     rule = ("reproduced: every seed's median condition number of J_t (along full RTRL's adaptation "
@@ -298,7 +129,7 @@ def c6(v):
     cid, claim, paper = "C6", "Lorenz: CV of L across seeds, sparse k=4 vs full RTRL", "13 % vs 88 %"
     e = v.get("lorenz_vanilla")
     if e is None or not e.complete("sparse k=4", "full"):
-        return _missing(cid, claim, paper, v, ("lorenz_vanilla",))
+        return missing(cid, claim, paper, v, ("lorenz_vanilla",))
     cv_s = 100 * coefficient_of_variation(e.L("sparse k=4"))
     cv_f = 100 * coefficient_of_variation(e.L("full"))
     div_s, div_f = sum(e.diverged("sparse k=4")), sum(e.diverged("full"))
@@ -323,7 +154,7 @@ def c7(v):
     cid, claim, paper = "C7", "LSTM: sparse k=4 vs full RTRL", "matches"
     e = v.get("sine_lstm")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper, v, ("sine_lstm",))
+        return missing(cid, claim, paper, v, ("sine_lstm",))
     s = e.recovery_summary("sparse k=4")
     rule = ("reproduced: mean recovery ≥ 90 % or the 95 % CI reaches 100 %; partly: mean ≥ 70 %; "
             "not reproduced: otherwise")
@@ -348,7 +179,7 @@ def c10(v):
     e, ref = v.get("adding_vanilla"), v.get("sine_vanilla")
     labels = ("immediate", "sparse k=4", "full")
     if e is None or ref is None or not e.complete("frozen", *labels) or not ref.complete("frozen", *labels):
-        return _missing(cid, claim, paper, v, ("adding_vanilla", "sine_vanilla"))
+        return missing(cid, claim, paper, v, ("adding_vanilla", "sine_vanilla"))
     rule = ("gain G = (L_frozen − L)/L_frozen; reproduced: for every RTRL variant (immediate, sparse "
             "k=4, full) G on the end-of-sequence task < half its G with a continuous error (sine); "
             "partly: for some; not reproduced: for none")
@@ -366,7 +197,7 @@ def c11(v):
     cid, claim, paper = "C11", "SGD instead of Adam, sparse k=4: recovery", "92 ± 1 %"
     e = v.get("sine_vanilla_sgd")
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
-        return _missing(cid, claim, paper, v, ("sine_vanilla_sgd",))
+        return missing(cid, claim, paper, v, ("sine_vanilla_sgd",))
     s = e.recovery_summary("sparse k=4")
     return ClaimResult(cid, claim, paper, numeric_verdict(s, 92, 1), NUMERIC_RULE, s, fmt(s),
                        [f"immediate (k = 0) under SGD: {fmt(e.recovery_summary('immediate'))}"])
@@ -386,7 +217,7 @@ def c12(v):
                     continue
                 rows[(opt, dtype, rule_label)] = e.recovery_summary(label, full=f"full {dtype}")
     if not ok:
-        return _missing(cid, claim, paper, v, ("followup_adam", "followup_sgd", "followup_rmsprop"))
+        return missing(cid, claim, paper, v, ("followup_adam", "followup_sgd", "followup_rmsprop"))
     rule = ("reproduced: immediate with Adam in float64 ≥ 80 % recovery, and immediate with SGD and "
             "the λ = 0.95 trace (every optimizer) ≤ 30 %; partly: one of the two halves holds; "
             "not reproduced: neither")
@@ -402,17 +233,42 @@ def c12(v):
                        f"{rows[('adam', 'float64', 'trace 0.95')].mean:.0f} %", details)
 
 
-def evaluate_claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
-    """Every claim's rows; ``request`` (what the sweep was asked for; None: unknown) tells C9's
-    real-data rows "not requested" from "data absent"."""
-    from . import bci, transformer_c8  # they import this module
+CLAIMS = (c1, c2, c3, c4, c5, c6, c7, c10, c11, c12)
 
-    claims = (c1, c2, c3, c4, c5, c6, c7, transformer_c8.claim, bci.claim, c10, c11, c12)
-    out: list[ClaimResult] = []
-    for f in claims:  # a claim measured in several settings returns one row per setting
-        if f is bci.claim:  # its rows each count their own experiment's divergences
-            result = bci.claim(views, request)
-        else:
-            result = counting_divergence(lambda: f(views), *views.values())
-        out.extend(result if isinstance(result, list) else [result])
-    return out
+
+def claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
+    """This family's rows, each counting the diverged runs of every method it read."""
+    return [counting_divergence(lambda: f(views), *views.values()) for f in CLAIMS]
+
+
+def figures(views: dict[str, ExperimentView], figs: Path) -> list[tuple[str, str]]:
+    """This family's figures under ``figs``, as (title, relative path) pairs."""
+    figures = []
+
+    def add(title, name):
+        if name:
+            figures.append((title, f"figures/{name}"))
+
+    main = views.get("sine_vanilla")
+    if main:
+        add("Recovery vs k", plots.recovery_vs_k(main, figs / "recovery_vs_k.png"))
+        add("Selection strategies and mask options (k = 4)", plots.recovery_bars(
+            main, ["sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial", "sparse k=4 column",
+                   "sparse k=4 fixed mask", "sparse k=4 rescaled"], figs / "selection.png", "Selection strategies (k = 4)"))
+        add("Baselines", plots.recovery_bars(
+            main, ["immediate", "trace 0.9", "snap1", "uoro", "kf", "tbptt T=8", "sparse k=4", "readout"],
+            figs / "baselines.png", "Approximations and baselines"))
+        add("Learning curves around the shift", plots.curves(
+            main, ["frozen", "readout", "immediate", "sparse k=1", "sparse k=4", "full"], figs / "curves.png"))
+        add("Jacobian condition numbers", plots.condition_histogram(main, figs / "condition_numbers.png"))
+    rows = []
+    for name, n in (("sine_vanilla", 64), ("sine_vanilla_n128", 128), ("sine_vanilla_n256", 256)):
+        v = views.get(name)
+        if v and v.complete("frozen", "full", "sparse k=4"):
+            rows.append((n, v.recoveries("sparse k=4")))
+    add("Recovery vs n", plots.recovery_vs_n(rows, figs / "recovery_vs_n.png"))
+    lor = views.get("lorenz_vanilla")
+    if lor:
+        add("Lorenz: loss spread per method", plots.loss_spread(
+            lor, ["frozen", "readout", "immediate", "sparse k=4", "full"], figs / "lorenz_spread.png"))
+    return figures

@@ -7,31 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .claims import ExperimentView
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    _plt().close(fig)
-    return path.name
-
-
-def _mean_std(values):
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan
-    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+from .plotting import mean_std as _mean_std
+from .plotting import pyplot as _plt
+from .plotting import save as _save
+from .views import ExperimentView
 
 
 def recovery_vs_k(e: ExperimentView, path: Path) -> str | None:

@@ -194,16 +194,6 @@ def condition_numbers(cell, state: torch.Tensor, x: torch.Tensor) -> list[float]
     return (sv[:, 0] / sv[:, -1]).tolist()
 
 
-def protocol_for(exp: Experiment):
-    """(pretrain, adapt) for the experiment's model: RNN cells here, the transformer in
-    ``transformer_c8``."""
-    if exp.cell == "transformer":
-        from . import transformer_c8
-
-        return transformer_c8.pretrain, transformer_c8.adapt
-    return pretrain, adapt
-
-
 def load_model(exp: Experiment, task, seed: int, snapshot: dict, dtype: torch.dtype,
                device: torch.device) -> tuple[nn.Module, nn.Linear]:
     """The pretrained cell and readout of ``seed`` in the run's dtype, on its device."""

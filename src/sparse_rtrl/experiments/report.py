@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 
 from ..tasks import make_task
-from . import plots
-from .claims import NOT_REQUESTED, NUMERIC_RULE, ExperimentView, Request, evaluate_claims, fmt
+from .families import FAMILIES, evaluate_claims
 from .metrics import coefficient_of_variation, summarize
-from .runner import load_results, read_json
+from .results import load_results, read_json
+from .views import NOT_REQUESTED, NUMERIC_RULE, ExperimentView, Request, fmt
 from .selection import describe
 
 
@@ -136,37 +136,8 @@ def build_report(out: Path | str) -> Path:
     figs = out / "figures"
     figures = []
 
-    def add(title, name):
-        if name:
-            figures.append((title, f"figures/{name}"))
-
-    main = views.get("sine_vanilla")
-    if main:
-        add("Recovery vs k", plots.recovery_vs_k(main, figs / "recovery_vs_k.png"))
-        add("Selection strategies and mask options (k = 4)", plots.recovery_bars(
-            main, ["sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial", "sparse k=4 column",
-                   "sparse k=4 fixed mask", "sparse k=4 rescaled"], figs / "selection.png", "Selection strategies (k = 4)"))
-        add("Baselines", plots.recovery_bars(
-            main, ["immediate", "trace 0.9", "snap1", "uoro", "kf", "tbptt T=8", "sparse k=4", "readout"],
-            figs / "baselines.png", "Approximations and baselines"))
-        add("Learning curves around the shift", plots.curves(
-            main, ["frozen", "readout", "immediate", "sparse k=1", "sparse k=4", "full"], figs / "curves.png"))
-        add("Jacobian condition numbers", plots.condition_histogram(main, figs / "condition_numbers.png"))
-    rows = []
-    for name, n in (("sine_vanilla", 64), ("sine_vanilla_n128", 128), ("sine_vanilla_n256", 256)):
-        v = views.get(name)
-        if v and v.complete("frozen", "full", "sparse k=4"):
-            rows.append((n, v.recoveries("sparse k=4")))
-    add("Recovery vs n", plots.recovery_vs_n(rows, figs / "recovery_vs_n.png"))
-    lor = views.get("lorenz_vanilla")
-    if lor:
-        add("Lorenz: loss spread per method", plots.loss_spread(
-            lor, ["frozen", "readout", "immediate", "sparse k=4", "full"], figs / "lorenz_spread.png"))
-
-    from . import bci, transformer_c8
-
-    for extra in (transformer_c8, bci):
-        figures.extend(extra.figures(views, figs))
+    for family in FAMILIES:
+        figures.extend(family.figures(views, figs))
 
     (out / "claims.json").write_text(json.dumps(_json_safe([c.to_json() for c in claims]), indent=1) + "\n")
 

@@ -44,7 +44,7 @@ from ..errors import ConfigurationError, DivergenceError
 from ..tasks import make_task
 from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfig, head_profile, heads_kept
 from ..transformer import pretrain as pretrain_windows
-from .claims import ClaimResult, ExperimentView, counting_divergence, fmt, not_requested
+from .views import ClaimResult, ExperimentView, Request, counting_divergence, fmt, not_requested
 from .config import FROZEN, READOUT, Experiment, Method
 from .protocol import DTYPES, OPTIMIZERS, Snapshot, derived_seed, run_result
 
@@ -501,6 +501,12 @@ def _fraction_points(e: ExperimentView, dense: str) -> list[tuple[float, str]]:
     return sorted(pts)
 
 
+def claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
+    """This family's rows (C8), counting the diverged runs of every method they read."""
+    rows = counting_divergence(lambda: claim(views), *views.values())
+    return rows if isinstance(rows, list) else [rows]
+
+
 def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, str]]:
     """Recovery vs head fraction, and per-head contribution share and entropy, per C8 experiment."""
     from . import plots
@@ -525,7 +531,9 @@ def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, s
 
 
 def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
-    from .plots import _mean_std, _plt, _save
+    from .plotting import mean_std as _mean_std
+    from .plotting import pyplot as _plt
+    from .plotting import save as _save
 
     pts = _fraction_points(e, dense)
     if len(pts) < 2:
@@ -555,7 +563,8 @@ def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
 def _specialisation_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
     """Per head, sorted by contribution within each seed and block: contribution share
     (c / Σ c) and normalised entropy, for the snapshot and after dense adaptation."""
-    from .plots import _plt, _save
+    from .plotting import pyplot as _plt
+    from .plotting import save as _save
 
     series = []
     for checkpoint, title in ((0.0, "snapshot"), (1.0, "after dense adaptation")):
