@@ -79,7 +79,7 @@ def experiments(profile: str, data_dir=None, session_files=None, bin_size=None) 
     sine = dict(task="sine", task_options={}, cell="vanilla", hidden_size=64, diagnostics=("jacobian_spectrum",))
     main = Experiment(
         name="sine_vanilla",
-        claims=("C1", "C3", "C4", "C5"),
+        claims=("C1", "C3", "C4", "C5", "C10"),  # C10 compares the adding task with this continuous-error run
         methods=(*REFERENCES, *(sparse(k) for k in SWEEP_K), FULL, *SELECTION, *BASELINES),
         **sine,
         **common,
