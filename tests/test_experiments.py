@@ -161,3 +161,52 @@ def test_identical_runs_of_two_experiments_are_done_once(tmp_path):
     a = json.loads((tmp_path / "runs/sine_vanilla/full/seed0.json").read_text())
     b = json.loads((tmp_path / "runs/sine_twin/exact RTRL/seed0.json").read_text())
     assert a["result"] == b["result"] and b["method"]["label"] == "exact RTRL" and b["experiment"] == "sine_twin"
+
+
+# -- learning-rate rules: per method, and a grid that grows at its edge ------------------
+
+def test_a_grid_grows_past_the_edge_it_chose_by_the_written_rule():
+    from sparse_rtrl.experiments.selection import grow_grid
+
+    L = {1e-4: 0.2, 3e-4: 0.3, 1e-3: 0.5, 3e-5: 0.1, 1e-5: 0.15}  # best at 3e-5: one step below 1e-4
+
+    def results(lr):
+        return None if lr not in L else [{"L": L[lr], "diverged": False}]
+
+    # the smallest rate wins: 1e-4 · (1e-4 / 3e-4) = 3.33e-5 is added, then it wins again…
+    grid, missing = grow_grid("best_stable", (1e-4, 3e-4, 1e-3), results, extend=2)
+    assert grid == [3.33e-5, 1e-4, 3e-4, 1e-3] and missing == [3.33e-5]  # …once its run exists
+    L[3.33e-5] = 0.1
+    grid, missing = grow_grid("best_stable", (1e-4, 3e-4, 1e-3), results, extend=2)
+    assert grid == [1.11e-5, 3.33e-5, 1e-4, 3e-4, 1e-3] and missing == [1.11e-5]
+    L[1.11e-5] = 0.12  # 3.33e-5 is now inside the grid: the choice is final
+    assert grow_grid("best_stable", (1e-4, 3e-4, 1e-3), results, extend=2) == ([1.11e-5, 3.33e-5, 1e-4, 3e-4, 1e-3], [])
+    assert grow_grid("best_stable", (1e-4, 3e-4, 1e-3), results, extend=0)[0] == [1e-4, 3e-4, 1e-3]
+    # the largest stable rate chosen at the top edge grows upwards by the top ratio
+    up = {1e-4: 0.5, 3e-4: 0.3, 1e-3: 0.2}
+    grid, missing = grow_grid("best_stable", (1e-4, 3e-4, 1e-3), lambda lr: [{"L": up[lr], "diverged": False}]
+                              if lr in up else None, extend=1)
+    assert grid == [1e-4, 3e-4, 1e-3, 3.33e-3] and missing == [3.33e-3]
+
+
+def test_per_method_rates_are_chosen_on_each_methods_own_validation_runs(tmp_path):
+    from sparse_rtrl.experiments.runner import read_json
+    from sparse_rtrl.experiments.selection import choose_lr
+
+    exp = tiny()[0].with_(lr_per_method=True, lr_extend=1, name="per_method")
+    out = tmp_path / "sweep"
+    assert Sweep(out, [exp], executor=LocalExecutor(1), profile="test", progress=False).run()
+    record = read_json(out / "runs/per_method/lr.json")
+    assert record["per_method"] and set(record["methods"]) == {"readout", "immediate", "sparse k=4", "full"}
+    for label, choice in record["methods"].items():
+        folder = out / "runs/per_method/validation" / label
+        runs = {float(p.name[2:]): [read_json(p / "seed100.json")["result"]] for p in folder.iterdir()}
+        assert len(runs) in (2, 3)  # the grid, grown once if its choice fell on an edge
+        lr, _ = choose_lr("best_stable", runs)  # the written rule, applied here by hand
+        assert choice["lr"] == lr
+        if len(runs) == 3:
+            assert min(runs) < 1e-3 or max(runs) > 1e-2
+        for seed in exp.seeds:
+            assert read_json(out / "runs/per_method" / label / f"seed{seed}.json")["lr"] == lr
+    build_report(out)
+    assert "chosen **per method**" in (out / "report.md").read_text()

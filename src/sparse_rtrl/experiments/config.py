@@ -57,7 +57,12 @@ class Experiment:
         lr_grid: learning rates tried on the validation seeds.
         lr_rule: the written rule that picks one learning rate for all methods (see
             ``sparse_rtrl.experiments.selection``).
-        lr_reference: the method whose validation runs the rule looks at.
+        lr_reference: the method whose validation runs the rule looks at (shared rate).
+        lr_per_method: False — one rate for all methods, chosen on ``lr_reference``'s runs;
+            True — every method gets its own rate, chosen by the same rule on its own
+            validation runs.
+        lr_extend: how many rates the grid may grow by when the choice falls on its edge
+            (see ``selection.grow_grid``); 0 keeps the grid fixed.
         validation_seeds / seeds: never overlapping; evaluation seeds are never tuned on.
         methods: every method run on every evaluation seed.
         diagnostics: extra per-run measurements, e.g. ("jacobian_spectrum",).
@@ -85,6 +90,8 @@ class Experiment:
     lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
     lr_rule: str = "best_stable"
     lr_reference: str = "full"
+    lr_per_method: bool = False
+    lr_extend: int = 0
     validation_seeds: tuple[int, ...] = (100, 101)
     seeds: tuple[int, ...] = (0, 1, 2)
     diagnostics: tuple[str, ...] = ()

@@ -73,12 +73,21 @@ def _experiment_section(name: str, entry: dict, e: ExperimentView) -> list[str]:
         f"{', '.join(map(str, c.validation_seeds))}."
     )
     lines.append("")
-    if lr:
-        table = ", ".join(
-            f"{k}: L = {_num(v['mean_L'])}, diverged {v['diverged']}" for k, v in lr.get("table", {}).items()
-        )
+    def validation(table: dict) -> str:
+        return ", ".join(f"{k}: L = {_num(v['mean_L'])}, diverged {v['diverged']}" for k, v in table.items())
+
+    if lr and lr.get("per_method"):
+        lines.append("Learning rates chosen **per method**, each on its own validation runs by the rule: "
+                     f"{describe(lr['rule'], 'the method', lr.get('extend', 0))}.")
+        lines.append("")
+        lines += ["| method | learning rate | validation |", "|---|---|---|"]
+        lines += [f"| {label} | {v['lr']:g} | {validation(v['table']) or 'single value'} |"
+                  for label, v in lr["methods"].items()]
+        lines.append("")
+    elif lr:
         lines.append(f"Learning rate **{lr['lr']:g}** for every method, chosen by the rule: "
-                     f"{describe(lr['rule'], '`' + lr['reference'] + '`')}. Validation: {table or 'single value'}.")
+                     f"{describe(lr['rule'], '`' + lr['reference'] + '`', lr.get('extend', 0))}. "
+                     f"Validation: {validation(lr.get('table', {})) or 'single value'}.")
         lines.append("")
     snaps = entry.get("snapshots", {})
     if snaps:

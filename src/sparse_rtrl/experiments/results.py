@@ -46,8 +46,12 @@ class Layout:
     def snapshot_summary(self, exp: Experiment, seed: int) -> Path:
         return self.snapshot(exp, seed).with_suffix(".json")
 
-    def validation(self, exp: Experiment, lr: float, seed: int) -> Path:
-        return self.out / "runs" / exp.name / "validation" / f"lr{format_lr(lr)}" / f"seed{seed}.json"
+    def validation(self, exp: Experiment, lr: float, seed: int, method: Method | None = None) -> Path:
+        """A validation run; per method (``lr_per_method``) under the method's label."""
+        folder = self.out / "runs" / exp.name / "validation"
+        if exp.lr_per_method and method is not None:
+            folder = folder / method.label
+        return folder / f"lr{format_lr(lr)}" / f"seed{seed}.json"
 
     def evaluation(self, exp: Experiment, method: Method, seed: int) -> Path:
         return self.out / "runs" / exp.name / method.label / f"seed{seed}.json"
@@ -60,7 +64,7 @@ class Layout:
 
 
 RUN_KEY_EXCLUDES = ("name", "claims", "methods", "seeds", "validation_seeds", "lr_grid", "lr_rule",
-                    "lr_reference", "optimizer", "dtype")
+                    "lr_reference", "lr_per_method", "lr_extend", "optimizer", "dtype")
 
 
 def run_key(kind: str, exp: Experiment, seed: int, method: Method | None = None, lr: float | None = None) -> str:

@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ConfigurationError, SparseRTRLError
-from .config import Experiment
+from .config import FROZEN, Experiment, Method
 from .families import protocol_for
 from .results import Layout, format_lr, read_json, run_key, write_json_atomic
 from .executors import LocalExecutor
 from .grouping import adapt_group, plan_groups, run_count
 from .preflight import numerics
-from .selection import choose_lr
+from .selection import choose_lr, grow_grid
 
 NUMERICS_CHANGES = ("stop", "redo", "keep")
 
@@ -226,36 +226,80 @@ class Sweep:
                 "snapshot": str(self.layout.snapshot(exp, seed)), "path": path,
                 "meta": self._meta("adapt", exp, seed, method, lr)}
 
+    def _tuned_methods(self, exp: Experiment) -> list[Method]:
+        """The methods whose validation runs choose rates: the reference, or every method
+        that learns (``lr_per_method``)."""
+        if exp.lr_per_method:
+            return [m for m in exp.methods if m.rule != FROZEN]
+        return [exp.method(exp.lr_reference)]
+
+    def _validation_results(self, exp: Experiment, method: Method, lr: float) -> list[dict] | None:
+        """The finished validation results of ``method`` at ``lr``, or None if one is missing."""
+        out = []
+        for seed in exp.validation_seeds:
+            path = self.layout.validation(exp, lr, seed, method)
+            if not self._done(path, run_key("adapt", exp, seed, method, lr)):
+                return None
+            out.append(read_json(path)["result"])
+        return out
+
+    def _grid(self, exp: Experiment, method: Method) -> tuple[list[float], list[float]]:
+        return grow_grid(exp.lr_rule, exp.lr_grid, lambda lr: self._validation_results(exp, method, lr),
+                         exp.lr_extend)
+
     def _validation_jobs(self) -> list[dict]:
         jobs = []
         for exp in self.experiments:
             if len(exp.lr_grid) == 1:
                 continue
-            ref = exp.method(exp.lr_reference)
-            for lr in exp.lr_grid:
-                for seed in exp.validation_seeds:
-                    job = self._adapt_job(exp, ref, seed, lr, self.layout.validation(exp, lr, seed))
-                    if job:
-                        job["meta"]["phase"] = "validation"
-                        jobs.append(job)
+            for method in self._tuned_methods(exp):
+                for lr in self._grid(exp, method)[1]:
+                    for seed in exp.validation_seeds:
+                        path = self.layout.validation(exp, lr, seed, method)
+                        job = self._adapt_job(exp, method, seed, lr, path)
+                        if job:
+                            job["meta"]["phase"] = "validation"
+                            jobs.append(job)
         return jobs
 
-    def chosen_lr(self, exp: Experiment) -> tuple[float, dict]:
+    def chosen_lrs(self, exp: Experiment) -> dict[str, tuple[float, dict]]:
+        """label → (rate, validation table) for every method (shared: the same for all)."""
         if len(exp.lr_grid) == 1:
-            return exp.lr_grid[0], {}
-        runs = {lr: [read_json(self.layout.validation(exp, lr, s))["result"] for s in exp.validation_seeds]
-                for lr in exp.lr_grid}
-        return choose_lr(exp.lr_rule, runs)
+            return {m.label: (exp.lr_grid[0], {}) for m in exp.methods}
+        chosen = {}
+        for method in self._tuned_methods(exp):
+            grid, _ = self._grid(exp, method)
+            runs = {lr: self._validation_results(exp, method, lr) for lr in grid}
+            chosen[method.label] = choose_lr(exp.lr_rule, runs)
+        if not exp.lr_per_method:
+            shared = chosen[exp.lr_reference]
+            return {m.label: shared for m in exp.methods}
+        first = next(iter(chosen.values()))
+        return {m.label: chosen.get(m.label, first) for m in exp.methods}  # frozen: no rate is used
+
+    def _lr_record(self, exp: Experiment, chosen: dict[str, tuple[float, dict]]) -> dict:
+        def table(t):
+            return {format_lr(k): v for k, v in t.items()}
+
+        record = {"rule": exp.lr_rule, "reference": exp.lr_reference, "extend": exp.lr_extend,
+                  "per_method": exp.lr_per_method}
+        if exp.lr_per_method:
+            record["lr"] = None
+            record["methods"] = {m.label: {"lr": chosen[m.label][0], "table": table(chosen[m.label][1])}
+                                 for m in self._tuned_methods(exp)}
+        else:
+            lr, t = next(iter(chosen.values()))  # shared: the same for every method
+            record.update(lr=lr, table=table(t))
+        return record
 
     def _evaluation_jobs(self) -> list[dict]:
         jobs = []
         for exp in self.experiments:
-            lr, table = self.chosen_lr(exp)
-            write_json_atomic(self.layout.lr_choice(exp), {
-                "lr": lr, "rule": exp.lr_rule, "reference": exp.lr_reference,
-                "table": {format_lr(k): v for k, v in table.items()}})
+            chosen = self.chosen_lrs(exp)
+            write_json_atomic(self.layout.lr_choice(exp), self._lr_record(exp, chosen))
             for method in exp.methods:
                 for seed in exp.seeds:
+                    lr = chosen[method.label][0]
                     job = self._adapt_job(exp, method, seed, lr, self.layout.evaluation(exp, method, seed))
                     if job:
                         job["meta"]["phase"] = "evaluation"
@@ -347,8 +391,12 @@ class Sweep:
         self._execute("pretraining", self._pretrain_jobs(), budget)
         if budget[0] is not None and budget[0] <= 0 and self._pretrain_jobs():
             return False
-        self._execute("validation", self._validation_jobs(), budget)
-        if self._validation_jobs():
-            return False
+        # a grid that grows (lr_extend) plans its next rate once the last ones are finished
+        planned = None
+        while (jobs := self._validation_jobs()):
+            if planned == [j["path"] for j in jobs] or (budget[0] is not None and budget[0] <= 0):
+                return False  # nothing came of the last round (or the run limit is reached)
+            planned = [j["path"] for j in jobs]
+            self._execute("validation", jobs, budget)
         self._execute("evaluation", self._evaluation_jobs(), budget)
         return not self._evaluation_jobs()

@@ -1,7 +1,10 @@
 """Written rules that choose an experiment's learning rate on validation seeds (SPEC §3).
 
-Every rule sees only the validation runs of the experiment's reference method (full RTRL by
-default), one learning rate for all methods: nothing is tuned per method or per claim.
+Two ways to apply a rule, set in the experiment's config: one rate for all methods, chosen on
+the validation runs of the reference method (full RTRL by default), or one rate per method,
+each chosen on that method's own validation runs (``lr_per_method``). Either way the rule is
+written here and the same for every method; nothing is tuned per claim. A grid may grow
+(``lr_extend``): see :func:`grow_grid`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,46 @@ RULE_TEXT = {
 }
 
 
-def describe(rule: str, reference: str) -> str:
+EXTEND_TEXT = (
+    "a rate chosen at the grid's smallest (largest) value adds the next rate one grid step "
+    "below (above) it, the grid's ratio there, and the rule is applied again; at most {n} time(s)"
+)
+
+
+def describe(rule: str, reference: str, extend: int = 0) -> str:
     if rule not in RULE_TEXT:
         raise ValueError(f"unknown learning-rate rule {rule!r}: choose one of {', '.join(RULE_TEXT)}")
-    return RULE_TEXT[rule].format(ref=reference)
+    text = RULE_TEXT[rule].format(ref=reference)
+    return text + ("; " + EXTEND_TEXT.format(n=extend) if extend else "")
+
+
+def _round(lr: float) -> float:
+    return float(f"{lr:.3g}")
+
+
+def grow_grid(rule: str, grid, results, extend: int) -> tuple[list[float], list[float]]:
+    """The grid as far as the finished validation runs decide it, and its rates still missing.
+
+    ``results(lr)`` gives the validation results at ``lr`` (None until all are finished).
+    Starting from ``grid``: while every rate is finished, the rule chooses; a choice at the
+    smallest (largest) rate adds one rate a grid step beyond it (the ratio of the two outer
+    rates on that side, 3 significant digits), at most ``extend`` times in all. Returns
+    (grid, missing); missing is empty when the choice is final.
+    """
+    grid = sorted(float(lr) for lr in grid)
+    grown = 0
+    while True:
+        missing = [lr for lr in grid if results(lr) is None]
+        if missing or grown >= extend or len(grid) < 2:
+            return grid, missing
+        chosen, _ = choose_lr(rule, {lr: results(lr) for lr in grid})
+        if chosen == grid[0]:
+            grid.insert(0, _round(grid[0] * grid[0] / grid[1]))
+        elif chosen == grid[-1]:
+            grid.append(_round(grid[-1] * grid[-1] / grid[-2]))
+        else:
+            return grid, []
+        grown += 1
 
 
 def choose_lr(rule: str, runs: dict[float, list[dict]]) -> tuple[float, dict]:
