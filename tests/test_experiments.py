@@ -210,3 +210,20 @@ def test_per_method_rates_are_chosen_on_each_methods_own_validation_runs(tmp_pat
             assert read_json(out / "runs/per_method" / label / f"seed{seed}.json")["lr"] == lr
     build_report(out)
     assert "chosen **per method**" in (out / "report.md").read_text()
+
+
+def test_the_method_table_reports_recovery_against_readout_only(finished):
+    """R_ro = 100·(L_readout − L_m)/(L_readout − L_full), per seed, as the report prints it."""
+    from sparse_rtrl.experiments.metrics import summarize
+    from sparse_rtrl.experiments.views import fmt
+
+    runs = {label: [json.loads((finished / f"runs/sine_vanilla/{label}/seed{s}.json").read_text())["result"]["L"]
+                    for s in (0, 1)] for label in ("readout", "sparse k=4", "full")}
+    by_hand = []
+    for ro, m, f in zip(runs["readout"], runs["sparse k=4"], runs["full"]):
+        by_hand.append(100 * (ro - m) / (ro - f) if ro - f > 0.05 * abs(ro) else None)
+    report = (finished / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| method |"))
+    assert header.split(" | ")[5] == "recovery vs readout"
+    row = next(line for line in report.splitlines() if line.startswith("| sparse k=4 |"))
+    assert row.split(" | ")[5] == fmt(summarize(by_hand))

@@ -32,27 +32,30 @@ def _num(x: float, digits: int = 4) -> str:
 
 
 def _method_table(e: ExperimentView) -> list[str]:
-    lines = ["| method | L (mean ± std) | L_end | recovery vs frozen | recovery vs immediate | CV(L) | diverged |",
-             "|---|---|---|---|---|---|---|"]
+    """Per method: L, L_end, recovery against frozen, immediate and readout-only (the gain that
+    needs learning inside the recurrence: R_ro = 100·(L_readout − L_m)/(L_readout − L_full)),
+    CV and divergences."""
+    refs = [r for r in ("immediate", "readout") if e.has(r)]
+    lines = ["| method | L (mean ± std) | L_end | recovery vs frozen | "
+             + "".join(f"recovery vs {r} | " for r in refs) + "CV(L) | diverged |",
+             "|---|---|---|---|" + "---|" * len(refs) + "---|---|"]
     full_for = {}
     for m in e.config.methods:
         if m.rule == "full":
             full_for[m.dtype] = m.label
     for m in e.config.methods:
         if not e.has(m.label):
-            lines.append(f"| {m.label} | not run | | | | | |")
+            lines.append(f"| {m.label} | not run | | |" + " |" * len(refs) + " | |")
             continue
         L = summarize(e.L(m.label), e.diverged(m.label))
         L_end = summarize(e.L(m.label, "L_end"), e.diverged(m.label))
         full = full_for.get(m.dtype, full_for.get(None))
-        rec = rec_imm = "—"
+        recs = ["—"] * (1 + len(refs))
         if full and e.has(full) and e.has("frozen"):
-            rec = fmt(e.recovery_summary(m.label, full=full))
-            if e.has("immediate"):
-                rec_imm = fmt(e.recovery_summary(m.label, reference="immediate", full=full))
+            recs = [fmt(e.recovery_summary(m.label, reference=r, full=full)) for r in ("frozen", *refs)]
         cv = coefficient_of_variation(e.L(m.label))
         lines.append(
-            f"| {m.label} | {_num(L.mean)} ± {_num(L.std, 2)} | {_num(L_end.mean)} | {rec} | {rec_imm} | "
+            f"| {m.label} | {_num(L.mean)} ± {_num(L.std, 2)} | {_num(L_end.mean)} | {' | '.join(recs)} | "
             f"{'—' if math.isnan(cv) else f'{100 * cv:.1f} %'} | {L.n_diverged}/{L.n_seeds} |"
         )
     return lines
