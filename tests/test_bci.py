@@ -61,7 +61,7 @@ def by_hand(ca, va, cb, vb, transform=np.sqrt, floor=0.5):
 # -- the files source, checked by hand --------------------------------------------------------------
 def test_files_stream_is_zscored_with_session_a_statistics_and_zero_padded(recordings):
     a, b, (ca, va), (cb, vb) = recordings
-    task = make_task("bci", source="files", session_a=str(a), session_b=str(b))
+    task = make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=0.0)
     assert (task.input_size, task.output_size) == (5, 2)
     assert task.session_bins() == (40, 30)
     xa, ya, xb, yb = by_hand(ca, va, cb, vb)
@@ -79,7 +79,7 @@ def test_files_stream_is_zscored_with_session_a_statistics_and_zero_padded(recor
 
 def test_files_sample_shift_is_end_of_a_then_b_and_long_streams_wrap(recordings):
     a, b, *_ = recordings
-    task = make_task("bci", source="files", session_a=str(a), session_b=str(b))
+    task = make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=0.0)
     A, B = task.sample("A", 40, 0), task.sample("B", 30, 0)
     s = task.sample_shift(10, 50, 3)
     assert torch.equal(s.inputs[:10], A.inputs[30:]) and torch.equal(s.inputs[10:40], B.inputs)
@@ -96,14 +96,15 @@ def test_files_sample_shift_is_end_of_a_then_b_and_long_streams_wrap(recordings)
 def test_files_transform_floor_and_formats(tmp_path, recordings):
     a, b, (ca, va), (cb, vb) = recordings
     xa, _, xb, _ = by_hand(ca, va, cb, vb, transform=np.log1p, floor=0.0)
-    task = make_task("bci", source="files", session_a=str(a), session_b=str(b), transform="log1p", std_floor=0.0)
+    task = make_task("bci", source="files", session_a=str(a), session_b=str(b), transform="log1p", std_floor=0.0,
+                     holdout=0.0)
     np.testing.assert_allclose(task.sample("B", 30, 0).inputs.numpy(), xb, atol=1e-12)
     # a channel almost silent in A: its σ is floored at half the median channel's σ
     ca2 = ca.copy()
     ca2[:, 0] = 0
     ca2[7, 0] = 1
     a2 = write_npz(tmp_path / "quiet.npz", ca2, va)
-    t2 = make_task("bci", source="files", session_a=str(a2), session_b=str(b))
+    t2 = make_task("bci", source="files", session_a=str(a2), session_b=str(b), holdout=0.0)
     sd = np.sqrt(ca2.astype(float)).std(0)
     assert t2.normalisation()["input_std"][0] == pytest.approx(0.5 * np.median(sd))
     # MATLAB v5 layout (spikes (C, T), handVel (3, T), time) and an .npz without bin_s
@@ -111,13 +112,38 @@ def test_files_transform_floor_and_formats(tmp_path, recordings):
     mat = tmp_path / "b.mat"
     scipy.io.savemat(mat, {"spikes": cb.T.astype(np.uint8), "handVel": np.vstack([vb.T, np.zeros(T)]),
                            "time": (0.1 * np.arange(T))[None]})  # the .npz files' 0.1 s bins
-    from_mat = make_task("bci", source="files", session_a=str(a), session_b=str(mat)).sample("B", T, 0)
+    from_mat = make_task("bci", source="files", session_a=str(a), session_b=str(mat), holdout=0.0).sample("B", T, 0)
     np.testing.assert_allclose(from_mat.inputs.numpy(), by_hand(ca, va, cb, vb)[2], atol=1e-12)
     nobin = write_npz(tmp_path / "nobin.npz", cb, vb, bin_s=None)
     with pytest.raises(DataError, match="bin_s"):
         make_task("bci", source="files", session_a=str(a), session_b=str(nobin)).sample("A", 5, 0)
     assert make_task("bci", source="files", session_a=str(a), session_b=str(nobin),
                      bin_size=0.1).input_size == 5
+
+
+def test_pretraining_never_sees_the_held_out_bins_streamed_before_the_shift(recordings):
+    """holdout = 0.25 of A's 40 bins: pretraining streams bins 0–29 only (wrapping there),
+    the shift's A part is the held-out bins 30–39, and A's statistics come from bins 0–29."""
+    a, b, (ca, va), (cb, vb) = recordings
+    task = make_task("bci", source="files", session_a=str(a), session_b=str(b))
+    assert task.holdout == 0.25 and task.held_out_bins() == 10
+    A = task.sample("A", 65, 0)
+    assert A.info["bin"].tolist() == list(range(30)) * 2 + list(range(5))
+    s = task.sample_shift(10, 5, 0)
+    assert s.info["bin"].tolist() == list(range(30, 40)) + list(range(5))
+    xa, ya, xb, _ = by_hand(ca[:30], va[:30], cb, vb)  # z-scored with the training bins' statistics
+    np.testing.assert_allclose(A.inputs[:30].numpy(), xa, atol=1e-12)
+    fa = np.sqrt(ca.astype(float))
+    sd = fa[:30].std(0)
+    sd = np.maximum(sd, 0.5 * np.median(sd))
+    np.testing.assert_allclose(s.inputs[:10].numpy(), (fa[30:] - fa[:30].mean(0)) / sd, atol=1e-12)
+    np.testing.assert_allclose(s.inputs[10:].numpy(), xb[:5], atol=1e-12)
+    with pytest.raises(ConfigurationError, match=r"the 11 bins before the shift .* holdout=0.25 keeps 10 of its 40"):
+        task.sample_shift(11, 5, 0)
+    with pytest.raises(ConfigurationError, match=r"holdout must lie in \[0, 1\)"):
+        make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=1.0)
+    with pytest.raises(ConfigurationError, match="holdout=0.2 is ignored by source 'synthetic'"):
+        make_task("bci", holdout=0.2)
 
 
 def test_missing_files_and_bad_options_give_clear_errors(tmp_path, recordings):
@@ -142,7 +168,8 @@ def test_stevenson_source_on_a_small_file_splits_and_labels_b_simulated(tmp_path
     scipy.io.savemat(tmp_path / STEVENSON_FILE, {"spikes": counts.T.astype(np.uint8),
                                                  "handVel": np.vstack([vel.T, np.zeros(100)]),
                                                  "time": (12.6 + 0.05 * np.arange(100))[None]})
-    task = make_task("bci", source="stevenson", data_dir=str(tmp_path), split=0.6, drift=1.0, drift_seed=2)
+    task = make_task("bci", source="stevenson", data_dir=str(tmp_path), split=0.6, drift=1.0, drift_seed=2,
+                     holdout=0.0)
     assert task.session_bins() == (60, 40) and task.input_size == 6
     src_a, src_b = task.sessions_source()
     assert src_b.startswith("simulated drift (d=1, seed=2)") and "simulated" not in src_a
@@ -202,7 +229,7 @@ def test_chewie_sessions_padded_to_174_inputs():
 
 @needs_stevenson
 def test_stevenson_b_is_labelled_simulated_and_a_is_the_real_first_half():
-    task = make_task("bci", source="stevenson", data_dir=str(SHARED))
+    task = make_task("bci", source="stevenson", data_dir=str(SHARED), holdout=0.0)
     src_a, src_b = task.sessions_source()
     assert src_b.startswith("simulated drift (d=0.5, seed=0)") and not src_a.startswith("simulated")
     assert "SIMULATED drift" in task.describe_shift() and "not a recorded" in task.describe_shift()
@@ -231,7 +258,8 @@ def tiny_c9(files):
     a, b = files
     return [Experiment(name="bci_synthetic", task_options={"n_channels": 8}, **common),
             Experiment(name="bci_files", task_options={"source": "files", "session_a": str(a),
-                                                       "session_b": str(b)}, **{**common, "adapt_steps": 30})]
+                                                       "session_b": str(b), "holdout": 0.5},
+                       **{**common, "adapt_steps": 30})]
 
 
 def test_tiny_c9_sweep_gives_one_claim_row_per_setting_and_figures(tmp_path, recordings, monkeypatch):

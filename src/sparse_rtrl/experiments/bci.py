@@ -93,14 +93,16 @@ def experiments(profile: str, data_dir: Path | str | None = None,
         if base is not None and available(source, base):
             options = {"source": source, "data_dir": str(base.resolve())}
             out.append(Experiment(name=SETTINGS[source][0], task_options=options,
-                                  adapt_steps=_window(options, adapt_cap), **common))
+                                  adapt_steps=_window(options, adapt_cap),
+                                  **{**common, "pre_shift_steps": _before(options, common)}))
     if session_files is not None:
         a, b = session_files
         options = {"source": "files", "session_a": str(Path(a).resolve()), "session_b": str(Path(b).resolve())}
         if bin_size is not None:
             options["bin_size"] = float(bin_size)
         out.append(Experiment(name=SETTINGS["files"][0], task_options=options,
-                              adapt_steps=_window(options, adapt_cap), **common))
+                              adapt_steps=_window(options, adapt_cap),
+                              **{**common, "pre_shift_steps": _before(options, common)}))
     return out
 
 
@@ -109,6 +111,12 @@ def _window(options: dict, cap: int) -> int:
     (loads the files now: a missing or unreadable file fails before any run starts)."""
     task = make_task("bci", **options)
     return min(cap, task.session_bins()[1])
+
+
+def _before(options: dict, common: dict) -> int:
+    """Bins streamed before the shift for a recorded session A: at most its held-out bins, so
+    the frozen decoder's loss there is measured on bins it never trained on."""
+    return min(common["pre_shift_steps"], make_task("bci", **options).held_out_bins())
 
 
 # -- the claim --------------------------------------------------------------------------------

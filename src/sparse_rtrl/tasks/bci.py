@@ -93,6 +93,7 @@ class Prepared:
     trial: np.ndarray
     source: str
     units: int
+    train_bins: int  # the first bins, regime A's stream; the rest of A is held out
     simulated: bool
 
 
@@ -114,11 +115,15 @@ class BCI(AbstractTask):
     two fixed sessions, and ``sample_shift`` is one continuous reach trajectory whose
     tuning switches from A to B at the shift. For the real sources the stream is the
     recording itself, the same for every seed (seeds then vary the model's initialisation,
-    pretraining batches and masks): ``sample(r, steps, ·)`` starts at the first bin of
-    session r; ``sample_shift(before, after, ·)`` is the last ``before`` bins of A then the
-    first ``after`` bins of B. A stream longer than its session wraps around to its start
-    (``info["repeat"]`` counts the passes, 0 on the first); the C9 experiments take
-    adaptation windows no longer than session B, so every scored bin is seen once.
+    pretraining batches and masks). The last ``holdout`` fraction of session A (a quarter by
+    default) is held out: ``sample("A", steps, ·)``, the pretraining data, streams only A's
+    first bins, and ``sample_shift(before, after, ·)`` is the last ``before`` held-out bins
+    of A then the first ``after`` bins of B, so the loss before the shift is a test loss on
+    bins the decoder never trained on (A's normalisation statistics come from its training
+    bins too). ``sample("B", steps, ·)`` starts at B's first bin. A stream longer than its
+    part wraps around to its start (``info["repeat"]`` counts the passes, 0 on the first);
+    the C9 experiments take adaptation windows no longer than session B, so every scored bin
+    is seen once.
 
     ``info``: ``"regime"``; ``"bin"`` (int64) the bin of the session; ``"repeat"`` (int64);
     ``"trial"`` (int64) the trial or reach of the bin (−1 if unknown; real trials are
@@ -156,6 +161,10 @@ class BCI(AbstractTask):
     bin_size: float | None = None
     """synthetic: Δ in s (None: 0.05); files: Δ, required for spike-time files (Indy, NWB)
     and for .npz files without ``bin_s``; a binned file that stores its width must agree."""
+    holdout: float | None = None
+    """chewie, stevenson, files: the fraction of session A's last bins kept out of regime A's
+    stream (pretraining) and streamed before the shift, so the frozen loss there is a test
+    loss (unset: 0.25; 0: none held out)."""
 
     name = "bci"
     continuous_error = True
@@ -240,6 +249,14 @@ class BCI(AbstractTask):
             raise ConfigurationError("synthetic sessions have no fixed length: any number of steps is drawn")
         a, b, _ = _prepared(self)
         return a.inputs.shape[0], b.inputs.shape[0]
+
+    def held_out_bins(self) -> int:
+        """Session A's bins kept out of pretraining (``holdout``): the most a shift can stream
+        before it (real sources: loads the files)."""
+        if self.source == "synthetic":
+            raise ConfigurationError("synthetic sessions are drawn fresh for every stream: nothing is held out")
+        a = _prepared(self)[0]
+        return a.inputs.shape[0] - a.train_bins
 
     def normalisation(self) -> dict[str, np.ndarray]:
         """Session A's statistics: ``input_mean``, ``input_std`` (width,), ``velocity_mean``,
@@ -399,14 +416,19 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
         counts[:, : s.n_channels] = s.counts.numpy()
         feats.append(_transform(counts, task.transform))
         vels.append(s.velocity.numpy())
-    stats = _statistics(feats[0], vels[0], task.std_floor)
+    held = int(round(task.holdout * a.n_bins))
+    if held >= a.n_bins:
+        raise ConfigurationError(f"holdout={task.holdout} leaves none of session A's {a.n_bins} bins to train on")
+    train = a.n_bins - held
+    # A's statistics from the bins the decoder trains on only: the held-out bins stay unseen
+    stats = _statistics(feats[0][:train], vels[0][:train], task.std_floor)
     out = []
-    for s, f, v in zip((a, b), feats, vels):
+    for s, f, v, n in zip((a, b), feats, vels, (train, b.n_bins)):
         trial = s.trial_id.numpy() if s.trial_id is not None else np.full(s.n_bins, -1)
         out.append(Prepared(
             inputs=(f - stats["input_mean"]) / stats["input_std"],
             targets=(v - stats["velocity_mean"]) / stats["velocity_std"],
-            trial=trial, source=s.source, units=s.n_channels, simulated=s.simulated))
+            trial=trial, source=s.source, units=s.n_channels, train_bins=n, simulated=s.simulated))
     return out[0], out[1], stats
 
 
@@ -427,20 +449,29 @@ def _check_same_bins(a, b) -> None:
 
 
 def _real_stream(task: BCI, segments: Segments):
-    """The recording: a lone segment from the session's first bin; in a shift, the A part
-    is the session's last bins and the B part its first. Longer than the session: wraps."""
+    """The recording. Regime A alone (pretraining) streams A's training bins from the first;
+    in a shift, the A part is the last bins of A's held-out tail (all of A's last bins when
+    nothing is held out) and the B part starts at B's first bin. Longer than its part: wraps."""
     sessions = dict(zip(("A", "B"), _prepared(task)[:2]))
     xs, vs, bins, repeats, trials = [], [], [], [], []
     shift = len(segments) > 1
     for j, (regime, n) in enumerate(segments):
         s = sessions[regime]
-        T = s.inputs.shape[0]
+        T, train = s.inputs.shape[0], s.train_bins
         if shift and j == 0:
-            position = np.arange(T * math.ceil(n / T) - n, T * math.ceil(n / T))  # ends on the last bin
+            first, size = (train, T - train) if train < T else (0, T)
+            if train < T and n > size:
+                raise ConfigurationError(
+                    f"the {n} bins before the shift must come from session A's held-out bins, but "
+                    f"holdout={task.holdout} keeps {size} of its {T}: raise holdout or stream fewer "
+                    "bins before the shift (pre_shift_steps)")
+            position = np.arange(size * math.ceil(n / size) - n, size * math.ceil(n / size))  # ends on the last bin
+            index = first + position % size
         else:
+            size = train if regime == "A" else T
             position = np.arange(n)
-        index = position % T
+            index = position % size
         xs.append(s.inputs[index]), vs.append(s.targets[index]), trials.append(s.trial[index])
-        bins.append(index), repeats.append(position // T)
+        bins.append(index), repeats.append(position // size)
     info = {"bin": np.concatenate(bins), "repeat": np.concatenate(repeats), "trial": np.concatenate(trials)}
     return np.concatenate(xs), np.concatenate(vs), info

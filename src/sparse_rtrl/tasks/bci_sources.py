@@ -45,12 +45,17 @@ class Chewie:
 
     data_dir: str | None = None
     """the folder of the shared recordings (None: $SPARSE_RTRL_DATA, else ../shared/data)."""
+    holdout: float = 0.25
+    """the fraction of session A's last bins kept out of regime A's stream (the pretraining
+    data): the bins streamed before the shift come from them, so the frozen decoder's loss
+    before the shift is measured on bins it never trained on; in [0, 1), 0 holds none out."""
 
     name = "chewie"
 
     def __post_init__(self):
         if self.data_dir is not None:
             set_field(self, "data_dir", str(self.data_dir))
+        set_field(self, "holdout", _holdout(self.holdout))
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class Stevenson:
     """the seed of the simulated drift (which channels are lost, gains, …)."""
     split: float = 0.5
     """the fraction of the recording that forms session A, in (0, 1)."""
+    holdout: float = 0.25
+    """the fraction of session A's last bins kept out of regime A's stream (the pretraining
+    data): the bins streamed before the shift come from them, so the frozen decoder's loss
+    before the shift is measured on bins it never trained on; in [0, 1), 0 holds none out."""
 
     name = "stevenson"
 
@@ -78,6 +87,7 @@ class Stevenson:
         if split >= 1:
             raise ConfigurationError(f"split must lie in (0, 1), got {split}")
         set_field(self, "split", split)
+        set_field(self, "holdout", _holdout(self.holdout))
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,10 @@ class Files:
     bin_size: float | None = None
     """Δ in s: required for spike-time files (Indy, NWB) and for .npz files without
     ``bin_s``; a binned file that stores its width must agree (it is not rebinned)."""
+    holdout: float = 0.25
+    """the fraction of session A's last bins kept out of regime A's stream (the pretraining
+    data): the bins streamed before the shift come from them, so the frozen decoder's loss
+    before the shift is measured on bins it never trained on; in [0, 1), 0 holds none out."""
 
     name = "files"
 
@@ -100,6 +114,7 @@ class Files:
         set_field(self, "session_b", str(self.session_b))
         if self.bin_size is not None:
             set_field(self, "bin_size", check_float(self.bin_size, "bin_size", positive=True))
+        set_field(self, "holdout", _holdout(self.holdout))
 
 
 SOURCE_TYPES = {cls.name: cls for cls in (Synthetic, Chewie, Stevenson, Files)}
@@ -133,4 +148,11 @@ def _unit_interval(value, what: str) -> float:
     x = check_float(value, what, low=0.0)
     if x > 1:
         raise ConfigurationError(f"{what} must lie in [0, 1], got {x}")
+    return x
+
+
+def _holdout(value) -> float:
+    x = check_float(value, "holdout", low=0.0)
+    if x >= 1:
+        raise ConfigurationError(f"holdout must lie in [0, 1) (a fraction of session A), got {x}")
     return x
