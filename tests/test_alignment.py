@@ -65,6 +65,7 @@ def test_cosines_and_ratios_equal_the_hand_computation():
     assert res.mean_cosine("immediate", 1) < 0.999  # the floor is not exact: the test can fail
     assert set(res.summary()["immediate"]) == {"cos@1", "ratio@1", f"cos@{W}", f"ratio@{W}"}
     assert all(torch.equal(a, b) for a, b in zip(before, cell.parameters()))  # the cell is untouched
+    assert set(res.seconds_per_step) == {"immediate", "tbptt", "k=N"} and res.reference_seconds_per_step > 0
 
 
 def test_bad_arguments_are_named():

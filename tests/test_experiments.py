@@ -227,3 +227,24 @@ def test_the_method_table_reports_recovery_against_readout_only(finished):
     assert header.split(" | ")[5] == "recovery vs readout"
     row = next(line for line in report.splitlines() if line.startswith("| sparse k=4 |"))
     assert row.split(" | ")[5] == fmt(summarize(by_hand))
+
+
+def test_the_alignment_diagnostic_is_one_for_full_rtrl_and_the_floor_for_immediate(tmp_path):
+    """On the fixed trajectory, full RTRL's cosine with itself is 1 and the immediate rule's
+    cosine equals the floor recorded beside every rule; grouped seeds give their solo numbers."""
+    from sparse_rtrl.experiments.grouping import adapt_group
+    from sparse_rtrl.experiments.protocol import adapt, pretrain
+
+    exp = tiny()[0].with_(diagnostics=("alignment",), adapt_steps=120)
+    snaps = [pretrain(exp, s).to_dict() for s in (0, 1)]
+    full = adapt(exp, exp.method("full"), 0, snaps[0], 1e-3)["alignment"]
+    assert full["cos@1"] == pytest.approx(1.0, abs=1e-6) and full["cos@100"] == pytest.approx(1.0, abs=1e-6)
+    imm = adapt(exp, exp.method("immediate"), 0, snaps[0], 1e-3)["alignment"]
+    assert imm["cos@1"] == pytest.approx(imm["floor_cos@1"], abs=1e-12) and imm["cos@1"] < 0.999
+    assert "alignment" not in adapt(exp, exp.method("frozen"), 0, snaps[0], 1e-3)
+    sparse = exp.method("sparse k=4")
+    grouped = adapt_group(exp, sparse, [0, 1], snaps, 1e-3)
+    solo = [adapt(exp, sparse, s, snap, 1e-3) for s, snap in zip((0, 1), snaps)]
+    for g, s in zip(grouped, solo):
+        assert {k: v for k, v in g["alignment"].items() if "seconds" not in k} == \
+            {k: v for k, v in s["alignment"].items() if "seconds" not in k}

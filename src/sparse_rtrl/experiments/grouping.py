@@ -25,7 +25,7 @@ from torch import nn
 from ..ensemble import stack_cells
 from ..tasks import make_task
 from .config import FROZEN, READOUT, Experiment, Method
-from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream,
+from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
                        default_spectrum_every, load_model, make_learner, online_steps, run_result,
                        trained_parameters)
 
@@ -43,7 +43,7 @@ MAX_MEMBERS = 8
 #: random rank-one estimate amplifies that rounding: 1e-3 relative after 60 steps in float32).
 RULES = frozenset({"full", "sparse", "immediate", "trace", "snap1", "kf", "tbptt", FROZEN, READOUT})
 #: diagnostics recorded per member (anything else keeps the run solo)
-DIAGNOSTICS = frozenset({"jacobian_spectrum", "predictions"})
+DIAGNOSTICS = frozenset({"jacobian_spectrum", "predictions", "alignment"})
 
 
 def enabled() -> bool:
@@ -130,8 +130,9 @@ def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapsh
     if run.diverged_at is not None:
         return None  # a member diverged: the caller reruns the seeds solo
     share = run.seconds / E
-    return [run_result(exp, run.losses[e], mask, None, share, run.conds[e], traces[e] if traces else None, curve_bins)
-            for e in range(E)]
+    return [with_alignment(run_result(exp, run.losses[e], mask, None, share, run.conds[e],
+                                      traces[e] if traces else None, curve_bins), exp, method, s, snap)
+            for e, (s, snap) in enumerate(zip(seeds, snapshots))]
 
 
 def plan_groups(jobs: list[dict], enabled_: bool | None = None) -> list[dict]:

@@ -187,6 +187,47 @@ def make_learner(method: Method, cell, seed: int | Sequence[int]) -> OnlineLearn
     return OnlineLearner(cell, method.rule, **options)
 
 
+#: the fixed trajectory of the "alignment" diagnostic: steps after the shift, window widths
+ALIGNMENT_STEPS = 300
+ALIGNMENT_WIDTHS = (1, 10, 100)
+
+
+def alignment_diagnostic(exp: Experiment, method: Method, seed: int, snapshot: dict) -> dict | None:
+    """The "alignment" diagnostic of one run: on one fixed trajectory — the pretrained model,
+    never updated, on the first ``ALIGNMENT_STEPS`` steps after the shift from a zero state,
+    with the frozen readout's loss — the cosine of the method's per-step gradient (and of its
+    sums over windows of 10 and 100 steps) with full RTRL's, the immediate rule's cosine (the
+    floor that needs no transport), and the rule's time per step there. None for frozen and
+    readout-only, which send no gradient into the cell."""
+    if method.rule in (FROZEN, READOUT) or "alignment" not in exp.diagnostics:
+        return None
+    from ..alignment import gradient_alignment
+
+    task = make_task(exp.task, **exp.task_options)
+    dtype = DTYPES[method.dtype or exp.dtype]
+    cell, readout = load_model(exp, task, seed, snapshot, dtype, torch.device(exp.device))
+    for p in readout.parameters():
+        p.requires_grad_(False)  # the loss's readout is fixed: only the cell's gradient is compared
+    x, y, mask, _ = adaptation_stream(exp, task, seed)
+    start = exp.pre_shift_steps
+    xs, ys = x[start : start + ALIGNMENT_STEPS].to(dtype), y[start : start + ALIGNMENT_STEPS].to(dtype)
+    scored = mask[start : start + ALIGNMENT_STEPS]
+
+    def loss(t, h):
+        return task.loss(readout(h), ys[t]) if bool(scored[t]) else 0.0 * h.sum()
+
+    rule = make_learner(method, cell, seed).transport  # the run's own rule, seeded as the run is
+    res = gradient_alignment(cell, {method.label: rule}, xs, loss, ALIGNMENT_WIDTHS)
+    out = {"steps": res.steps, "seconds_per_step": res.seconds_per_step.get(method.label),
+           "full_seconds_per_step": res.reference_seconds_per_step}
+    for label, prefix in ((method.label, ""), ("immediate", "floor_")):
+        if label not in res.cosine:
+            continue
+        for w in ALIGNMENT_WIDTHS:
+            out[f"{prefix}cos@{w}"] = res.mean_cosine(label, w)
+    return out
+
+
 def condition_numbers(cell, state: torch.Tensor, x: torch.Tensor) -> list[float]:
     """σ_max/σ_min of J_t for each stream (float64 SVD)."""
     d = cell.step_with_derivatives(cell.stacked_parameters(), state, x, jacobian=True)
@@ -239,7 +280,14 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     trace = PredictionTrace(exp.pre_shift_steps, x.shape[0]) if "predictions" in exp.diagnostics else None
     run = online_steps(exp, task, learner, cell, [readout], x, y.unsqueeze(0), mask, starts, opt,
                        spectrum_every, None if trace is None else [trace])
-    return run_result(exp, run.losses[0], mask, run.diverged_at, run.seconds, run.conds[0], trace, curve_bins)
+    result = run_result(exp, run.losses[0], mask, run.diverged_at, run.seconds, run.conds[0], trace, curve_bins)
+    return with_alignment(result, exp, method, seed, snapshot)
+
+
+def with_alignment(result: dict, exp: Experiment, method: Method, seed: int, snapshot: dict) -> dict:
+    """``result`` with the "alignment" diagnostic added when the experiment asks for it."""
+    diagnostic = alignment_diagnostic(exp, method, seed, snapshot)
+    return result if diagnostic is None else {**result, "alignment": diagnostic}
 
 
 @dataclass
