@@ -154,3 +154,81 @@ def test_lag_dial_memory_of_the_new_term_fades_with_the_lag():
     features = np.concatenate([h, s.inputs[200:].numpy()], axis=1)
     r2 = {d: explained_variance(features[60:], s.inputs[260 - d : 4200 - d, 1].numpy()) for d in (1, 2, 8, 50)}
     assert r2[1] > r2[2] > 0.01 and r2[8] < 0.03 and r2[50] < 0.03
+
+
+# -- the second family: a teacher RNN's output, d steps late ---------------------------------
+def test_delayed_teacher_term_equals_a_torch_rnn_run_of_the_teacher():
+    from sparse_rtrl.tasks.base import stream_generator
+
+    task = make_task("delayed_teacher", lag=6, scale=0.5)
+    s = task.sample("B", 300, 2)
+    # replay the stream's draw of the inputs, including the ones before the window
+    pad = task.history()
+    gen = stream_generator("delayed_teacher", "B", 2)
+    x = 2.0 * torch.randint(0, 2, (pad + 300, 2), generator=gen).to(torch.float64) - 1.0
+    torch.testing.assert_close(x[pad:], s.inputs, rtol=0, atol=0)
+    t = task.teacher()
+    rnn = torch.nn.RNNCell(1, task.teacher_hidden, bias=False).double()
+    with torch.no_grad():
+        rnn.weight_ih.copy_(t["u"].unsqueeze(1))
+        rnn.weight_hh.copy_(t["w"])
+        r, q = torch.zeros(1, task.teacher_hidden, dtype=torch.float64), []
+        for b in x[:, 1]:
+            r = rnn(b.reshape(1, 1), r)
+            q.append(float(t["v"] @ r[0]))
+    q = torch.tensor(q, dtype=torch.float64)
+    want = 0.5 * q[pad - 6 : pad - 6 + 300] / t["scale"]
+    torch.testing.assert_close(s.info["new_term"][:, 0], want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s.targets[:, 0], x[pad - 1 : pad + 299, 0] + want)
+
+
+def test_delayed_teacher_new_term_has_zero_mean_variance_c2_and_no_recent_inputs():
+    task = make_task("delayed_teacher", scale=2.0)
+    assert task.new_term_variance() == 4.0
+    s = task.sample("B", 20_000, 4)
+    z = s.info["new_term"][:, 0].numpy()
+    assert abs(z.mean()) < 4 * 2.0 / np.sqrt(len(z) / 10)  # correlated steps: fewer effective samples
+    assert z.var() == pytest.approx(4.0, rel=0.05)
+    for channel in (0, 1):
+        for k in range(task.lag):
+            x = s.inputs[task.lag - k : len(z) - k, channel].numpy()
+            assert abs(np.corrcoef(z[task.lag :], x)[0, 1]) < 0.04
+    # ... while b_{t−d}, …, b_{t−d−15} explain most of it (the teacher is nearly linear)
+    lags = range(task.lag, task.lag + 16)
+    window = np.stack([s.inputs[40 - k : len(z) - k, 1].numpy() for k in lags], axis=1)
+    assert explained_variance(window, z[40:]) > 0.85
+
+
+def test_delayed_teacher_frozen_model_calibrated_and_state_blind_to_the_new_term():
+    exp, snap = pretrained("vanilla")
+    exp = exp.with_(task="delayed_teacher", task_options={"lag": 8})
+    task = make_task(exp.task, **exp.task_options)
+    result = adapt(exp, exp.methods[0], 0, snap, lr=0.0)
+    assert result["L"] == pytest.approx(result["L_pre_shift"] + task.new_term_variance(), abs=0.05)
+    s = task.sample_shift(200, 4000, 5)
+    h = frozen_states(exp, snap, s)[200:]
+    features = np.concatenate([h, s.inputs[200:].numpy()], axis=1)
+    assert explained_variance(features, s.info["new_term"][200:, 0].numpy()) < 0.03
+    assert explained_variance(features, s.info["base"][200:, 0].numpy()) > 0.9
+
+
+# -- registering a task from user code ------------------------------------------------------
+def test_a_task_registered_from_user_code_is_built_by_name():
+    from dataclasses import dataclass
+
+    from sparse_rtrl.tasks import LagShift, register
+
+    @register
+    @dataclass(frozen=True)
+    class Twice(LagShift):
+        name = "user_twice_lag"
+
+        def new_term(self, b):
+            return 2 * super().new_term(b)
+
+    try:
+        task = make_task("user_twice_lag", lag=3)
+        s = task.sample("B", 50, 0)
+        np.testing.assert_array_equal(np.abs(s.info["new_term"].numpy()), 2.0)
+    finally:
+        del TASKS["user_twice_lag"]

@@ -87,16 +87,27 @@ class LagShift(AbstractTask):
             f"{fmt(self.noise_std)}): a new term d = {self.lag} steps back on a channel A never needed"
         )
 
+    def history(self) -> int:
+        """Inputs drawn before the window, so that every target of the window is defined."""
+        return max(self.lag, self.memory_a)
+
+    def new_term(self, b: Tensor) -> Tensor:
+        """z_t = c·b_{t−d} for the window's T steps, from channel b over ``history()`` + T
+        steps (b[history() + t] is fed at step t)."""
+        pad, T = self.history(), b.shape[0] - self.history()
+        return self.scale * b[pad - self.lag : pad - self.lag + T]
+
     def _generate(self, segments: Segments, gen: torch.Generator) -> Stream:
         T = sum(n for _, n in segments)
-        pad = max(self.lag, self.memory_a)
+        pad = self.history()
         # the inputs of steps −pad … T−1; x[pad + t] is the input fed at step t
         x = 2.0 * torch.randint(0, 2, (pad + T, 2), generator=gen).to(torch.float64) - 1.0
         noise = torch.randn(T, generator=gen, dtype=torch.float64)
-        m, d = self.memory_a, self.lag
+        m = self.memory_a
         base = self.weight_a * x[pad - m : pad - m + T, 0] + self.noise_std * noise
         in_b = torch.cat([torch.full((n,), r == "B") for r, n in segments])
-        new = torch.where(in_b, self.scale * x[pad - d : pad - d + T, 1], torch.zeros(T, dtype=torch.float64))
+        zero = torch.zeros(T, dtype=torch.float64)
+        new = torch.where(in_b, self.new_term(x[:, 1]), zero) if bool(in_b.any()) else zero
         return continuous_stream(
             x[pad:], (base + new).unsqueeze(1), segments,
             base=base.unsqueeze(1), new_term=new.unsqueeze(1),
