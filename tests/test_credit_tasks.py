@@ -200,7 +200,7 @@ def test_delayed_teacher_new_term_has_zero_mean_variance_c2_and_no_recent_inputs
 
 
 def test_delayed_teacher_frozen_model_calibrated_and_state_blind_to_the_new_term():
-    exp, snap = pretrained("vanilla")
+    exp, snap = pretrained("vanilla")  # regime A of delayed_teacher is lag_shift's A
     exp = exp.with_(task="delayed_teacher", task_options={"lag": 8})
     task = make_task(exp.task, **exp.task_options)
     result = adapt(exp, exp.methods[0], 0, snap, lr=0.0)
