@@ -41,7 +41,7 @@ class DelayedTeacher(LagShift):
     """
 
     lag: int = 5
-    """d, the delay of the teacher's output (≥ 1; ≥ 2 for the immediate rule to fail)."""
+    """d, the delay of the teacher's output (≥ 1; as in ``lag_shift``)."""
     teacher_hidden: int = 8
     """n, the teacher's units."""
     teacher_gain: float = 0.9
