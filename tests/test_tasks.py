@@ -313,7 +313,7 @@ def test_mimic_targets_are_the_teacher_rnn_outputs():
 @pytest.mark.parametrize(
     "name, options, match",
     [
-        ("nope", {}, r"unknown task 'nope': choose one of adding, bci, lorenz, marschall_add, mimic, sine"),
+        ("nope", {}, r"unknown task 'nope': choose one of adding, bci, delayed_teacher, lag_shift, lorenz, marschall_add, mimic, sine"),
         ("sine", {"frequency": 0.1}, r"task 'sine' has no option\(s\) frequency; its options are: frequencies_a"),
         ("sine", {"frequencies_b": (0.1, 0.2)}, r"frequencies_b must have 3 entries"),
         ("sine", {"frequencies_a": (0.6, 0.1, 0.01)}, r"below 0.5 cycles per step \(the Nyquist"),

@@ -14,6 +14,8 @@ from typing import Any
 from ..errors import ConfigurationError
 from .adding import Adding
 from .bci import BCI
+from .delayed_teacher import DelayedTeacher
+from .lag_shift import LagShift
 from .base import REGIMES, AbstractTask, Stream, stream_generator
 from .lorenz import Lorenz
 from .marschall_add import MarschallAdd
@@ -26,6 +28,8 @@ __all__ = [
     "AbstractTask",
     "Adding",
     "BCI",
+    "DelayedTeacher",
+    "LagShift",
     "Lorenz",
     "MarschallAdd",
     "Mimic",
@@ -47,7 +51,7 @@ def register(cls: type[AbstractTask]) -> type[AbstractTask]:
     return cls
 
 
-for _cls in (Sine, Lorenz, Adding, MarschallAdd, Mimic, BCI):
+for _cls in (Sine, Lorenz, Adding, MarschallAdd, Mimic, BCI, LagShift, DelayedTeacher):
     register(_cls)
 
 
