@@ -252,6 +252,9 @@ class Sweep:
         for exp in self.experiments:
             if len(exp.lr_grid) == 1:
                 continue
+            # the alignment diagnostic changes no number of a run and only evaluation runs are
+            # reported: validation runs skip its extra passes
+            quiet = exp.with_(diagnostics=tuple(d for d in exp.diagnostics if d != "alignment"))
             for method in self._tuned_methods(exp):
                 for lr in self._grid(exp, method)[1]:
                     for seed in exp.validation_seeds:
@@ -259,6 +262,7 @@ class Sweep:
                         job = self._adapt_job(exp, method, seed, lr, path)
                         if job:
                             job["meta"]["phase"] = "validation"
+                            job["experiment"] = quiet  # the key and meta keep the experiment as it is
                             jobs.append(job)
         return jobs
 

@@ -30,6 +30,8 @@ class ClaimResult:
     diverged_runs: dict[str, int] | None = None
     """Diverged runs of every method the row read (label → count; "experiment: label" when
     it read several experiments); None: not tracked, the summary's count stands."""
+    extra: dict = field(default_factory=dict)
+    """Further keys of the row's claims.json entry (e.g. T0's ``readout_mean``, ``full_gain``)."""
 
     @property
     def n_diverged(self) -> int | None:
@@ -56,6 +58,7 @@ class ClaimResult:
             "n_undefined": s.n_undefined if s else 0,
             "verdict": self.verdict,
             "rule": self.rule,
+            **self.extra,
         }
 
 
