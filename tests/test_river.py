@@ -153,3 +153,20 @@ def test_import_without_river_names_the_extra():
             "try:\n    import sparse_rtrl.river\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'sparse_rtrl[river]'" in out
+
+
+def test_rule_state_pickles_to_the_same_bytes():
+    """river compares pickles byte for byte; a torch.Generator's pickle names a temporary
+    storage by address, so the learner's generators pickle their state as bytes instead."""
+    from sparse_rtrl.transport.base import Generators
+
+    g = Generators([1, 2], "cpu")
+    torch.rand(3, generator=g[0])
+    dumps = set()
+    for _ in range(20):
+        _ = [torch.empty(1000) for _ in range(5)]  # move the allocator on
+        dumps.add(pickle.dumps(g))
+    assert len(dumps) == 1
+    h = pickle.loads(dumps.pop())
+    assert torch.equal(torch.rand(4, generator=g[0]), torch.rand(4, generator=h[0]))
+    assert torch.equal(torch.rand(4, generator=g[1]), torch.rand(4, generator=h[1]))

@@ -114,20 +114,21 @@ class Progress:
         total: the stream's length if known (for an ETA).
         error: a :class:`RunningError` to show (MAE over its window) every ``every`` steps.
         disable: no bar (e.g. when not on a terminal).
+        label: the error's name on the bar.
     """
 
     def __init__(self, total: int | None = None, error: RunningError | None = None, every: int = 50,
-                 disable: bool = False, desc: str = "prequential"):
+                 disable: bool = False, desc: str = "prequential", label: str = "mae"):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, disable=disable, desc=desc, unit="step")
-        self.error, self.every, self._n = error, max(1, every), 0
+        self.error, self.every, self.label, self._n = error, max(1, every), label, 0
 
     def _tick(self) -> None:
         self._n += 1
         self.bar.update(1)
         if self.error is not None and self._n % self.every == 0:
-            self.bar.set_postfix(mae=f"{self.error.window_mae:.4g}", refresh=False)
+            self.bar.set_postfix({self.label: f"{self.error.window_mae:.4g}"}, refresh=False)
 
     def on_step(self, record: StepRecord) -> None:
         self._tick()

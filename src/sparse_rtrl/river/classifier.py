@@ -71,7 +71,7 @@ class RTRLClassifier(RecurrentEstimator, base.Classifier):
         """A new label: one more readout row (zeros), swapped into the optimizer's 2nd group."""
         self._classes.append(y)
         old = self._readout
-        new = self._new_readout(len(self._classes), None)
+        new = self._new_readout(len(self._classes))
         with torch.no_grad():
             new.weight[: old.out_features] = old.weight
             new.bias[: old.out_features] = old.bias
