@@ -1,6 +1,7 @@
 """Your own stream: read a CSV or a river dataset, forecast it one step ahead prequentially,
 and report it (``sparse-rtrl stream``)."""
 
+from ..errors import InputError
 from .csv import read_csv
 from .river_data import load_river_dataset
 from .run import StreamConfig, StreamRun, forecast, summary, write_outputs
@@ -10,8 +11,6 @@ from .series import ForecastingStream, Series
 def load(source: str, target: str | None = None, features: list[str] | None = None) -> Series:
     """``river:NAME`` (a river dataset, ``river:drift.NAME`` for the change-point ones) or a
     CSV path (then ``target`` is required)."""
-    from ..errors import InputError
-
     if source.startswith("river:"):
         if features is not None:
             raise InputError("--features applies to CSV files; a river dataset uses its numeric features")
