@@ -138,8 +138,8 @@ def test_bad_options_and_features_are_named():
         RTRLRegressor(rule="full", k=3)
     with pytest.raises(ConfigurationError, match="unknown cell 'rnn'"):
         RTRLRegressor(cell="rnn")
-    with pytest.raises(ConfigurationError, match="k"):
-        RTRLRegressor(hidden=4, k=9)  # out of range: 0 ≤ k ≤ N
+    with pytest.raises(ConfigurationError, match="k=9 is out of range .* 0 ≤ k ≤ 4"):
+        RTRLRegressor(hidden=4, k=9)  # at construction, not at the first sample
     model = RTRLRegressor(hidden=4)
     model.learn_one({"a": 1.0, "c": 2.0}, 0.5)
     with pytest.raises(InputError, match="feature 'c' has a non-numeric value 'red'.*OneHotEncoder"):
