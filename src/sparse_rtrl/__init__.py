@@ -8,7 +8,7 @@ autodiff cell — behind one PyTorch-native learner::
     h = learner.step(x); learner.backward(loss); optimizer.step()
 """
 
-from . import cells, transport
+from . import cells, evaluate, transport
 from .cells import GRU, LSTM, FunctionalCell, VanillaRNN
 from .ensemble import StackedLinear, member_cell, new_ensemble, stack_cells
 from .errors import ConfigurationError, DivergenceError, InputError, SparseRTRLError
@@ -29,6 +29,7 @@ __all__ = [
     "StackedLinear",
     "VanillaRNN",
     "cells",
+    "evaluate",
     "make_transport",
     "member_cell",
     "new_ensemble",

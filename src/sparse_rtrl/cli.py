@@ -197,6 +197,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _stream(args) -> int:
+    """Prequential one-step-ahead forecasting of a CSV column or a river dataset."""
+    import json
+
+    import torch
+
+    from .errors import SparseRTRLError
+    from .streams import StreamConfig, forecast, load, write_outputs
+
+    torch.set_num_threads(args.threads)  # one sample at a time: tiny ops, threads only add overhead
+    options = {k: v for k, v in (("window", args.window), ("decay", args.decay)) if v is not None}
+    try:
+        series = load(args.source, args.target, args.features.split(",") if args.features else None)
+        config = StreamConfig(cell=args.cell, hidden=args.hidden, rule=args.rule, k=args.k, options=options,
+                              optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                              lagged_target=not args.no_lagged_target, difference=args.difference)
+        run = forecast(series, config, progress=not args.quiet)
+    except SparseRTRLError as err:
+        print(f"sparse-rtrl stream: error: {err}", file=sys.stderr)
+        return 2
+    summary = write_outputs(args.out, series, config, run)
+    out = Path(args.out)
+    try:
+        from .streams.plot import plot_run
+
+        plot = f", {plot_run(out / 'plot.png', series, run)}"
+    except ImportError:
+        plot = " (no plot: matplotlib is not installed; pip install matplotlib)"
+    print(json.dumps({k: summary[k] for k in ("source", "scored_rows", "mae", "rmse", "last_value_mae",
+                                              "seconds_per_row", "diverged_at")}))
+    print(f"wrote {out / 'predictions.csv'}, {out / 'summary.json'}{plot}")
+    if run.diverged_at is not None:
+        print(f"the model diverged at row {run.diverged_at}: lower --lr", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparse-rtrl", description="Online learning by forward gradient transport.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -238,6 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lr", type=float, default=3e-3)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
+
+    st = sub.add_parser("stream", parents=[common],
+                        help="forecast your own stream one step ahead, prequentially (CSV or river:NAME)")
+    st.add_argument("source", help="a CSV file with a header row, or river:NAME (e.g. river:TrumpApproval, "
+                    "river:drift.Apple)")
+    st.add_argument("--target", help="the column to forecast (CSV; river datasets with several targets)")
+    st.add_argument("--features", help="comma-separated input columns (default: all but the target)")
+    st.add_argument("--no-lagged-target", action="store_true", help="do not feed the previous target back in")
+    st.add_argument("--difference", action="store_true", help="forecast the change y_t - y_(t-1), not the level")
+    st.add_argument("--rule", default="sparse", help="transport rule (see `sparse-rtrl rules`)")
+    st.add_argument("--k", type=int, default=None, help="paths per unit for --rule sparse (default 4)")
+    st.add_argument("--window", type=int, default=None, help="window for --rule tbptt")
+    st.add_argument("--decay", type=float, default=None, help="decay for --rule trace")
+    st.add_argument("--cell", default="vanilla", choices=["vanilla", "lstm", "gru"])
+    st.add_argument("--hidden", type=int, default=32)
+    st.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
+    st.add_argument("--lr", type=float, default=3e-3)
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one sample at a time)")
+    st.add_argument("--out", required=True, help="output directory")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=_stream)
 
     rules = sub.add_parser("rules", parents=[common], help="list the transport rules and their options")
     rules.set_defaults(func=_rules)

@@ -59,6 +59,17 @@ class Generators:
     def state_dict(self) -> dict[str, Any]:
         return {"seeds": list(self.seeds), "states": [g.get_state() for g in self.items]}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the generators' states as plain bytes: a pickled torch.Generator names a temporary
+        # storage by its address, so two pickles of the same state would differ byte-wise
+        return {"seeds": self.seeds, "device": str(self.device),
+                "states": [bytes(g.get_state().numpy()) for g in self.items]}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__init__(d["seeds"], torch.device(d["device"]))
+        for g, s in zip(self.items, d["states"]):
+            g.set_state(torch.frombuffer(bytearray(s), dtype=torch.uint8))
+
     def load_state_dict(self, d: dict[str, Any]) -> None:
         if len(d["states"]) != len(self.items):
             raise ConfigurationError(
