@@ -87,7 +87,7 @@ class RecurrentEstimator:
         state = learner.state
         s = cell.initial_state(1) if state is None else state.reshape(1, 1, -1)
         params = cell.stacked_parameters()
-        if learner.transport.uses_graph and learner.transport_state is not None:
+        if learner.output_carries_graph and learner.transport_state is not None:
             # windowed BPTT recomputes s_t through its window with the current θ: predict so too
             s_next = learner.transport.forward(learner.transport_state, cell, params, s, xi)
         else:
