@@ -99,7 +99,7 @@ def test_tiny_sweep_writes_results_report_and_claims(finished):
     assert r["result"]["condition_numbers"] and r["version"] and r["git_commit"]
     assert r["lr"] in (1e-3, 1e-2)
     claims = json.loads((finished / "claims.json").read_text())
-    assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 13)]
+    assert [c["id"] for c in claims] == [f"C{i}" for i in range(1, 13)] + [f"T{i}" for i in range(8)]
     for c in claims:
         assert {"id", "paper", "measured_mean", "measured_std", "ci95", "n_seeds", "n_diverged", "verdict"} <= set(c)
     c1 = claims[0]

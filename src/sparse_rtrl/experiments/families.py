@@ -6,6 +6,7 @@ runner asks it which protocol runs an experiment's model.
     claims          C1–C7, C10–C12 on recurrent cells (sine, Lorenz, adding)
     transformer_c8  C8, the online transformer with head-sparse transport
     bci             C9, decoder adaptation to electrode drift
+    credit          T0–T7, the transport-dependent regime (SPEC §4b)
 
 A new family is one module with those two functions plus a line here.
 """
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import re
 
-from . import bci, claims, protocol, transformer_c8
+from . import bci, claims, credit, protocol, transformer_c8
 from .config import Experiment
 from .views import ClaimResult, ExperimentView, Request
 
-FAMILIES = (claims, transformer_c8, bci)
+FAMILIES = (claims, transformer_c8, bci, credit)
 
 
 def _order(row: ClaimResult) -> tuple[str, int]:

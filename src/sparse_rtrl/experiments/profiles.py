@@ -7,6 +7,7 @@ named in its ``lr_rule`` (see ``selection.py``); evaluation seeds are never tune
 
 from __future__ import annotations
 
+from . import bci, credit, transformer_c8
 from .config import FROZEN, READOUT, Experiment, Method
 
 M = Method
@@ -115,14 +116,5 @@ def experiments(profile: str, data_dir=None, session_files=None, bin_size=None) 
             name=f"followup_{optimizer}", claims=("C12",), methods=_followup_methods(),
             optimizer=optimizer, lr_reference="full float32", **sine, **{**common, "lr_grid": grid},
         ))
-    # T0 (issue 13, SPEC §4b): the transport-dependent regime. lag_shift at d = 5 is the lag
-    # full RTRL learns within the window (d ≥ 8 barely starts in 3000 steps at n = 32, see
-    # docs/tasks.md); quick keeps T_a = 2000, the window benchmarks/credit_regime.py measured
-    out.append(Experiment(
-        name="credit_vanilla", claims=("T0",), task="lag_shift", task_options={"lag": 5}, cell="vanilla",
-        hidden_size=32, methods=(*REFERENCES, sparse(4), FULL),
-        **{**common, "adapt_steps": 2000 if quick else 3000},
-    ))
-    from . import bci, transformer_c8
-
-    return out + transformer_c8.experiments(profile) + bci.experiments(profile, data_dir, session_files, bin_size)
+    return (out + transformer_c8.experiments(profile) + bci.experiments(profile, data_dir, session_files, bin_size)
+            + credit.experiments(profile))
