@@ -1,12 +1,15 @@
 import pytest
 import torch
 
-from sparse_rtrl.cells import GRU, LSTM, VanillaRNN
+from sparse_rtrl.cells import CELLS
+
+#: every registered closed-form cell: a cell added to the registry is tested everywhere
+CELL_KINDS = list(CELLS)
 
 
 def make_cell(kind: str, I: int = 3, n: int = 5, seed: int = 0, **kw):
     torch.manual_seed(seed)
-    cls = {"vanilla": VanillaRNN, "lstm": LSTM, "gru": GRU}[kind]
+    cls = CELLS[kind]
     cell = cls(I, n, **kw).double()
     # widen the weights a little so J is far from the identity and nonlinearities bend
     with torch.no_grad():

@@ -17,7 +17,7 @@ from sparse_rtrl.diagnostics import jacobian_spectra
 from sparse_rtrl.errors import ConfigurationError, InputError
 from sparse_rtrl.transport import RULES, Full, Shadowed, Sparse, detect_pattern, unsupported_reason
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 from rule_cases import EXAMPLES
 from test_cells import custom_step, make_custom, torch_step, torch_twin
 from test_exactness import B, T, assert_same, inputs, loss_of_h, readout_vectors, run_learner
@@ -152,7 +152,7 @@ def test_kf_names_the_supported_cell(kind):
 
 def test_only_kf_is_skipped_by_the_contract_suite():
     """The suite skips (rule, cell) pairs whose check_context refuses; nothing else may."""
-    for kind in ["vanilla", "lstm", "gru", "custom"]:
+    for kind in [*CELL_KINDS, "custom"]:
         cell = make_custom() if kind == "custom" else make_cell(kind)
         for name in RULES:
             for options in EXAMPLES[name]:
@@ -246,7 +246,7 @@ def test_snap1_is_exact_for_a_diagonal_functional_cell(fixed):
     assert torch.equal(learner.transport_state.pattern[0], structural)
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 def test_snap1_equals_its_dense_definition(kind):
     cell = make_cell(kind)
     step, params = torch_params(cell, kind)
@@ -350,7 +350,7 @@ def test_shadow_options_are_checked():
 
 # -- Jacobian spectra --------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 def test_spectra_match_svd_of_autodiff_jacobians(kind):
     cell = make_cell(kind)
     step, params = torch_params(cell, kind)

@@ -6,12 +6,12 @@ from torch import nn
 from torch.func import functional_call
 
 from reference import dense_derivatives, rel_err
-from sparse_rtrl.cells import GRU, LSTM, FunctionalCell, VanillaRNN, from_torch
+from sparse_rtrl.cells import CELLS, GRU, LSTM, FunctionalCell, VanillaRNN, from_torch
 from sparse_rtrl.ensemble import member_cell, stack_cells
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 
-TORCH = {"vanilla": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+TORCH = {kind: cls.torch_type for kind, cls in CELLS.items()}
 
 
 def torch_twin(cell, kind):
@@ -35,7 +35,7 @@ def torch_step(twin, kind):
     return step
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_torch_state_dict_loads_and_outputs_match(kind, bias):
     torch.manual_seed(1)
@@ -55,7 +55,7 @@ def test_torch_state_dict_loads_and_outputs_match(kind, bias):
     assert torch.allclose(single[0] if kind == "lstm" else single, ref[0] if kind == "lstm" else ref)
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 def test_closed_form_derivatives_match_autodiff_of_torch_cell(kind):
     cell = make_cell(kind, I=3, n=5)
     twin = torch_twin(cell, kind)
@@ -106,7 +106,7 @@ def test_from_torch_shares_parameters():
         from_torch(nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 def test_ensemble_member_derivatives_equal_solo(kind):
     cells = [make_cell(kind, seed=s) for s in range(3)]
     ens = stack_cells(cells)

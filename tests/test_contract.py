@@ -11,12 +11,12 @@ from sparse_rtrl import DivergenceError, InputError, OnlineLearner, StackedLinea
 from sparse_rtrl.errors import ConfigurationError
 from sparse_rtrl.transport import RULES, unsupported_reason
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 from rule_cases import EXAMPLES, case_id, cases
 from test_cells import make_custom
 
 CASES = cases(RULES)
-KINDS = ["vanilla", "lstm", "gru", "custom"]
+KINDS = [*CELL_KINDS, "custom"]
 
 
 def build(kind, seed=0):

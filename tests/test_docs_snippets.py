@@ -33,8 +33,23 @@ def blocks(page: Path):
         yield text[: m.start("code")].count("\n"), mark.group("what") if mark else None, m.group("code")
 
 
+@pytest.fixture
+def registries():
+    """A page may register a task, a rule or a cell of its own: the registries are restored
+    after it, so no other test sees them."""
+    from sparse_rtrl.cells import CELLS
+    from sparse_rtrl.tasks import TASKS
+    from sparse_rtrl.transport import RULES
+
+    saved = [(r, dict(r)) for r in (TASKS, RULES, CELLS)]
+    yield
+    for registry, content in saved:
+        registry.clear()
+        registry.update(content)
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if any(True for _ in blocks(p))], ids=lambda p: p.name)
-def test_python_blocks_run(page, tmp_path, monkeypatch):
+def test_python_blocks_run(page, tmp_path, monkeypatch, registries):
     work = tmp_path / "work"
     work.mkdir()
     if SHARED.is_dir():

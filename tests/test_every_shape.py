@@ -35,13 +35,13 @@ from sparse_rtrl import OnlineLearner, stack_cells
 from sparse_rtrl.ensemble import member_cell
 from sparse_rtrl.transport import RULES, unsupported_reason
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 from test_baselines import unit_local_mask
 from test_cells import custom_step, make_custom, torch_step, torch_twin
 from test_sparse import rescale_weight
 
 T, B, E = 5, 3, 2
-KINDS = ["vanilla", "lstm", "gru", "custom", "torch-rnn", "torch-lstm"]
+KINDS = [*CELL_KINDS, "custom", "torch-rnn", "torch-lstm"]
 SOLO_SHAPES = ["(I,)", "(1,I)", "(B,I)"]
 ENSEMBLE_SHAPES = ["(I,)", "(B,I)", "(E,1,I)", "(E,B,I)"]
 

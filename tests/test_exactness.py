@@ -9,7 +9,7 @@ from torch import nn
 from reference import bptt_per_step_grads, dense_derivatives, rel_err
 from sparse_rtrl import OnlineLearner
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 from test_cells import custom_step, make_custom, torch_step, torch_twin
 
 T, B = 12, 2
@@ -51,7 +51,7 @@ def assert_same(incs, ref, tol=1e-9):
         assert rel_err(ga, gb) < tol
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 def test_full_rtrl_equals_bptt_of_torch_cell(kind):
     cell = make_cell(kind, I=3, n=5)
     twin = torch_twin(cell, kind)
@@ -120,7 +120,7 @@ def test_torch_cell_passed_directly_learns_its_own_parameters():
     assert rel_err(twin.weight_hh.grad, expected) < 1e-12
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 @pytest.mark.parametrize("granularity", ["row", "column"])
 def test_sparse_with_all_paths_equals_full(kind, granularity):
     cell = make_cell(kind)
@@ -132,7 +132,7 @@ def test_sparse_with_all_paths_equals_full(kind, granularity):
     assert_same(sparse, full, tol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru", "custom"])
+@pytest.mark.parametrize("kind", [*CELL_KINDS, "custom"])
 def test_sparse_with_no_paths_equals_immediate(kind):
     cell = make_custom() if kind == "custom" else make_cell(kind)
     xs = inputs(cell.input_size)
@@ -168,7 +168,7 @@ def reference_trace_run(cell, step, params, xs, r, decay):
     return out
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
 @pytest.mark.parametrize("decay", [0.0, 0.7])
 def test_trace_and_immediate_equal_their_definition(kind, decay):
     cell = make_cell(kind)

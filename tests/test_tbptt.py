@@ -7,7 +7,7 @@ from reference import rel_err
 from sparse_rtrl import OnlineLearner
 from sparse_rtrl.errors import ConfigurationError
 
-from conftest import make_cell
+from conftest import CELL_KINDS, make_cell
 from test_cells import make_custom, torch_step, torch_twin
 from test_exactness import B, T, assert_same, inputs, loss_of_h, readout_vectors, run_learner
 
@@ -16,7 +16,7 @@ def build(kind):
     return make_custom() if kind == "custom" else make_cell(kind)
 
 
-@pytest.mark.parametrize("kind", ["vanilla", "lstm", "gru", "custom"])
+@pytest.mark.parametrize("kind", [*CELL_KINDS, "custom"])
 def test_window_covering_the_sequence_equals_full_rtrl(kind):
     cell = build(kind)
     xs, r = inputs(cell.input_size), readout_vectors(cell.hidden_size)

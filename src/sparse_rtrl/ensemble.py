@@ -18,16 +18,8 @@ from torch import nn
 
 from .cells.base import AbstractCell, UnitLocalCell
 from .cells.functional import FunctionalCell
-from .cells.vanilla import VanillaRNN
 
 Tensor = torch.Tensor
-
-
-def _cell_options(cell: UnitLocalCell) -> dict:
-    options = {"input_size": cell.input_size, "hidden_size": cell.hidden_size, "bias": cell.bias}
-    if isinstance(cell, VanillaRNN):
-        options.update(leak=cell.leak, nonlinearity=cell.nonlinearity)
-    return options
 
 
 def stack_cells(cells: Sequence[AbstractCell]) -> AbstractCell:
@@ -39,8 +31,8 @@ def stack_cells(cells: Sequence[AbstractCell]) -> AbstractCell:
     if any(c.ensemble_size is not None for c in cells):
         raise ValueError("stack_cells takes solo cells (ensemble_size=None)")
     if isinstance(first, UnitLocalCell):
-        options = _cell_options(first)
-        if any(type(c) is not type(first) or _cell_options(c) != options for c in cells):
+        options = first.options()
+        if any(type(c) is not type(first) or c.options() != options for c in cells):
             raise ValueError("all cells of an ensemble must have the same type and options")
         p = next(first.parameters())
         stacked = type(first)(**options, ensemble_size=len(cells), device=p.device, dtype=p.dtype)
@@ -64,7 +56,7 @@ def member_cell(cell: AbstractCell, e: int) -> AbstractCell:
         raise ValueError("member_cell takes an ensemble cell")
     if isinstance(cell, UnitLocalCell):
         p = next(cell.parameters())
-        solo = type(cell)(**_cell_options(cell), device=p.device, dtype=p.dtype)
+        solo = type(cell)(**cell.options(), device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for name, param in solo.named_parameters():
                 param.copy_(getattr(cell, name)[e])

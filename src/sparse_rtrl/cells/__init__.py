@@ -12,6 +12,7 @@ from .lstm import LSTM
 from .vanilla import VanillaRNN
 
 __all__ = [
+    "CELLS",
     "AbstractCell",
     "FunctionalCell",
     "GRU",
@@ -22,7 +23,22 @@ __all__ = [
     "VanillaRNN",
     "as_cell",
     "from_torch",
+    "register_cell",
 ]
+
+#: name → closed-form cell class; configs ("cell": "lstm"), conversion of torch's cells and
+#: the test suites read the cells from here only
+CELLS: dict[str, type[UnitLocalCell]] = {}
+
+
+def register_cell(cls: type[UnitLocalCell]) -> type[UnitLocalCell]:
+    """Make a closed-form cell known by its ``name`` (and convertible from its ``torch_type``)."""
+    CELLS[cls.name] = cls
+    return cls
+
+
+for _cls in (VanillaRNN, LSTM, GRU):
+    register_cell(_cls)
 
 
 def from_torch(cell: nn.Module) -> UnitLocalCell:
@@ -31,17 +47,11 @@ def from_torch(cell: nn.Module) -> UnitLocalCell:
     The returned cell shares the torch cell's Parameter objects, so an optimizer built on
     either one trains both.
     """
-    if isinstance(cell, nn.RNNCell):
-        ours = VanillaRNN(cell.input_size, cell.hidden_size, bias=cell.bias,
-                          nonlinearity=cell.nonlinearity)
-    elif isinstance(cell, nn.LSTMCell):
-        ours = LSTM(cell.input_size, cell.hidden_size, bias=cell.bias)
-    elif isinstance(cell, nn.GRUCell):
-        ours = GRU(cell.input_size, cell.hidden_size, bias=cell.bias)
-    else:
-        raise TypeError(
-            f"from_torch takes torch.nn.RNNCell, LSTMCell or GRUCell, got {type(cell).__name__}"
-        )
+    kinds = [cls for cls in CELLS.values() if cls.torch_type is not None and isinstance(cell, cls.torch_type)]
+    if not kinds:
+        names = [cls.torch_type.__name__ for cls in CELLS.values() if cls.torch_type is not None]
+        raise TypeError(f"from_torch takes torch.nn.{', '.join(names[:-1])} or {names[-1]}, got {type(cell).__name__}")
+    ours = kinds[0](**kinds[0].options_of_torch(cell))
     for name, param in cell.named_parameters():
         setattr(ours, name, param)
     return ours

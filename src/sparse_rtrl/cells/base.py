@@ -123,6 +123,11 @@ class UnitLocalCell(AbstractCell):
 
     gates: int = 1
     halves: int = 1
+    #: the registry name ("vanilla", "lstm", "gru") and the torch cell with the same parameters
+    name: str = ""
+    torch_type: type[nn.Module] | None = None
+    #: torch's fused multi-step module with the same equations (nn.RNN, nn.LSTM, nn.GRU)
+    fused_type: type[nn.Module] | None = None
 
     def __init__(
         self,
@@ -166,6 +171,33 @@ class UnitLocalCell(AbstractCell):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-bound, bound, generator=generator)
+
+    def options(self) -> dict:
+        """The constructor's arguments, without ``ensemble_size``, device and dtype: a cell of
+        the same kind and shape is ``type(cell)(**cell.options())``."""
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "bias": self.bias}
+
+    def _fused_options(self) -> dict | None:
+        return {"bias": self.bias}
+
+    def fused_twin(self) -> nn.Module | None:
+        """torch's fused module (``fused_type``, batch first) holding a copy of this solo
+        cell's parameters: the same equations, for fast offline BPTT over whole windows;
+        None when there is none (an option the fused module lacks, an ensemble cell)."""
+        options = self._fused_options()
+        if self.fused_type is None or options is None or self.ensemble_size is not None:
+            return None
+        p = self._cached_parameters()[0][0]
+        twin = self.fused_type(self.input_size, self.hidden_size, batch_first=True, **options).to(p.dtype)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                getattr(twin, f"{name}_l0").copy_(param)
+        return twin
+
+    @classmethod
+    def options_of_torch(cls, cell: nn.Module) -> dict:
+        """The constructor's arguments equivalent to a ``torch_type`` cell."""
+        return {"input_size": cell.input_size, "hidden_size": cell.hidden_size, "bias": cell.bias}
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..influence import unit_local_jacobian
 from .base import StepDerivatives, UnitLocalCell
@@ -23,6 +24,9 @@ class GRU(UnitLocalCell):
 
     gates = 3
     halves = 1
+    name = "gru"
+    torch_type = nn.GRUCell
+    fused_type = nn.GRU
 
     def _parts(self, params, h, x):
         w_ih, w_hh, b_ih, b_hh = self._unpack(params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..influence import unit_local_jacobian
 from .base import StepDerivatives, UnitLocalCell
@@ -23,6 +24,9 @@ class LSTM(UnitLocalCell):
 
     gates = 4
     halves = 2
+    name = "lstm"
+    torch_type = nn.LSTMCell
+    fused_type = nn.LSTM
 
     def _gates(self, params, h, x):
         w_ih, w_hh, b_ih, b_hh = self._unpack(params)

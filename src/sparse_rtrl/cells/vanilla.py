@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..influence import unit_local_jacobian
 from .base import StepDerivatives, UnitLocalCell
@@ -21,6 +22,9 @@ class VanillaRNN(UnitLocalCell):
 
     gates = 1
     halves = 1
+    name = "vanilla"
+    torch_type = nn.RNNCell
+    fused_type = nn.RNN
 
     def __init__(
         self,
@@ -43,6 +47,18 @@ class VanillaRNN(UnitLocalCell):
         super().__init__(
             input_size, hidden_size, bias, ensemble_size=ensemble_size, device=device, dtype=dtype
         )
+
+    def options(self) -> dict:
+        return {**super().options(), "leak": self.leak, "nonlinearity": self.nonlinearity}
+
+    def _fused_options(self) -> dict | None:
+        if self.leak != 1.0:
+            return None  # nn.RNN has no leak
+        return {**super()._fused_options(), "nonlinearity": self.nonlinearity}
+
+    @classmethod
+    def options_of_torch(cls, cell: nn.Module) -> dict:
+        return {**super().options_of_torch(cell), "nonlinearity": cell.nonlinearity}
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

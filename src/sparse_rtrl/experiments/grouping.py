@@ -24,6 +24,7 @@ from torch import nn
 
 from ..ensemble import stack_cells
 from ..tasks import make_task
+from ..transport import RULES as TRANSPORT_RULES
 from .config import FROZEN, READOUT, Experiment, Method
 from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
                        default_spectrum_every, load_model, make_learner, online_steps, run_result,
@@ -37,11 +38,9 @@ MAX_HIDDEN = 128
 #: the most seeds in one group: the measured gains are for E = 8, and smaller groups leave
 #: more independent jobs to spread over workers
 MAX_MEMBERS = 8
-#: transport rules whose ensemble member reproduces its solo run, randomness included (seeded
-#: per member through the ``seed`` option). Left out: "shadow" (its inner rule's seed cannot
-#: be given per member) and "uoro" (its norms reduce in another order in a batch, and its
-#: random rank-one estimate amplifies that rounding: 1e-3 relative after 60 steps in float32).
-RULES = frozenset({"full", "sparse", "immediate", "trace", "snap1", "kf", "tbptt", FROZEN, READOUT})
+#: rules whose ensemble member reproduces its solo run, randomness included (each rule says
+#: so itself: ``member_reproduces_solo``), and the protocol's frozen and readout-only runs
+RULES = frozenset({name for name, cls in TRANSPORT_RULES.items() if cls.member_reproduces_solo} | {FROZEN, READOUT})
 #: diagnostics recorded per member (anything else keeps the run solo)
 DIAGNOSTICS = frozenset({"jacobian_spectrum", "predictions", "alignment"})
 

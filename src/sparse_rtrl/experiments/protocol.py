@@ -4,8 +4,8 @@ before learning from it (test-then-train)."""
 
 from __future__ import annotations
 
+import inspect
 import math
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cells import GRU, LSTM, VanillaRNN
-from ..errors import DivergenceError
+from ..cells import CELLS
+from ..evaluate import prequential
 from ..learner import OnlineLearner
 from ..tasks import make_task
 from ..transport import RULES
@@ -22,7 +22,6 @@ from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import window_scores
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-CELLS = {"vanilla": VanillaRNN, "lstm": LSTM, "gru": GRU}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
 
 #: every random stream of a run derives from (seed, purpose), so any number can be regenerated
@@ -36,7 +35,7 @@ def derived_seed(seed: int, purpose: str) -> int:
 def build_model(exp: Experiment, task, seed: int) -> tuple[nn.Module, nn.Linear]:
     """The recurrent cell and linear readout, initialised from ``seed`` (float64 masters)."""
     g = torch.Generator().manual_seed(derived_seed(seed, "init"))
-    kwargs = {"leak": exp.leak} if exp.cell == "vanilla" else {}
+    kwargs = {"leak": exp.leak} if "leak" in inspect.signature(CELLS[exp.cell]).parameters else {}
     cell = CELLS[exp.cell](task.input_size, exp.hidden_size, **kwargs).double()
     cell.reset_parameters(generator=g)
     readout = nn.Linear(exp.hidden_size, task.output_size).double()
@@ -87,26 +86,6 @@ def _windows(stream, length: int) -> np.ndarray:
     return np.arange(0, T - length + 1)
 
 
-def _fused_twin(cell) -> nn.Module | None:
-    """torch's fused nn.RNN/LSTM/GRU with the cell's parameters (same equations), for fast
-    offline BPTT; None when the cell has no fused twin (leak α < 1)."""
-    if isinstance(cell, VanillaRNN):
-        if cell.leak != 1.0:
-            return None
-        twin = nn.RNN(cell.input_size, cell.hidden_size, nonlinearity=cell.nonlinearity,
-                      bias=cell.bias, batch_first=True)
-    elif isinstance(cell, (LSTM, GRU)):
-        kind = nn.LSTM if isinstance(cell, LSTM) else nn.GRU
-        twin = kind(cell.input_size, cell.hidden_size, bias=cell.bias, batch_first=True)
-    else:
-        return None
-    twin = twin.to(next(cell.parameters()).dtype)
-    with torch.no_grad():
-        for name, p in cell.named_parameters():
-            getattr(twin, f"{name}_l0").copy_(p)
-    return twin
-
-
 def _unroll(cell, fused: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
     """Hidden outputs h_t for a batch of windows x (batch, length, I), from zero state."""
     if fused is not None:
@@ -133,7 +112,7 @@ def pretrain(exp: Experiment, seed: int) -> Snapshot:
     starts = _windows(data, length)
     batch = exp.pretrain_batch
     rng = np.random.default_rng(derived_seed(seed, "pretrain_batches"))
-    fused = _fused_twin(cell)
+    fused = cell.fused_twin()
     model = fused if fused is not None else cell
     params = [*model.parameters(), *readout.parameters()]
     opt = torch.optim.Adam(params, lr=exp.pretrain_lr)
@@ -303,49 +282,47 @@ class OnlineRun:
 def online_steps(exp: Experiment, task, learner: OnlineLearner, cell, readouts: Sequence[nn.Module],
                  inputs: torch.Tensor, targets: torch.Tensor, mask, starts, opt,
                  spectrum_every: int, traces: Sequence["PredictionTrace"] | None = None) -> OnlineRun:
-    """The protocol's step loop, one for a solo run and for an ensemble of E seeds (E =
-    ``len(readouts)``): reset where a sequence starts; h_t = learner.step(x_t); cond(J_t) every
-    ``spectrum_every`` steps after the shift; on scored steps, each member's loss
-    L_t = loss(readout_e(h_t^e), y_t^e) is recorded before the update, then the sum over members
-    is backpropagated (each member gets exactly its own gradient) and the optimizer steps.
+    """The protocol's run through the library's prequential loop (``evaluate.prequential``),
+    for a solo run and for an ensemble of E seeds (E = ``len(readouts)``): reset where a
+    sequence starts; h_t = learner.step(x_t); on scored steps each member's loss
+    L_t = loss(readout_e(h_t^e), y_t^e) is recorded before the update, then their sum is
+    backpropagated (each member gets exactly its own gradient) and the optimizer steps;
+    cond(J_t) every ``spectrum_every`` steps after the shift.
 
     ``inputs[t]`` is what the learner steps on (solo: (I,); ensemble: (E, 1, I)); member e's
     hidden state is row e of h_t reshaped to (E, n), its target ``targets[e, t]``. A
-    non-finite loss, or a learner's :class:`DivergenceError`, ends the run for every member.
+    non-finite loss, or a learner's :class:`DivergenceError`, ends the run for every member:
+    its losses are inf from that step on.
     """
     E, T = len(readouts), inputs.shape[0]
-    losses = np.full((E, T), np.nan)
     conds: list[list[float]] = [[] for _ in range(E)]
-    diverged_at = None
-    t0 = time.perf_counter()
-    for t in range(T):
-        try:
-            if bool(starts[t]) and t > 0:
-                learner.reset_state()
-            h = learner.step(inputs[t]).reshape(E, -1)
+
+    def readout(h):
+        h = h.reshape(E, -1)
+        return torch.stack([r(h[e]) for e, r in enumerate(readouts)])
+
+    def loss(predictions, y):
+        return torch.stack([task.loss(p, y[e]) for e, p in enumerate(predictions)])
+
+    class Diagnostics:  # after each step, before its update: the state is s_t, θ unchanged
+        def on_skip(self, t):
             if spectrum_every and t >= exp.pre_shift_steps and (t - exp.pre_shift_steps) % spectrum_every == 0:
                 state, x = learner.state.reshape(E, 1, -1), inputs[t].reshape(E, 1, -1)
                 for e, c in enumerate(condition_numbers(cell, state, x)):
                     conds[e].append(c)
-            if not bool(mask[t]):
-                continue
-            predictions = [readout(h[e]) for e, readout in enumerate(readouts)]
+
+        def on_step(self, record):
+            self.on_skip(record.t)
             for e, trace in enumerate(traces or ()):
-                trace.record(t, predictions[e], targets[e, t])
-            member_losses = torch.stack([task.loss(p, targets[e, t]) for e, p in enumerate(predictions)])
-            values = member_losses.detach().tolist()
-            if not all(math.isfinite(v) for v in values):
-                raise DivergenceError(t, "loss")
-            losses[:, t] = values
-            if opt is not None:
-                learner.backward(member_losses.sum())
-                opt.step()
-                opt.zero_grad()
-        except DivergenceError:
-            diverged_at = t
-            losses[:, t:] = np.inf
-            break
-    return OnlineRun(losses, diverged_at, conds, time.perf_counter() - t0)
+                trace.record(record.t, record.y_hat[e], record.y[e])
+
+    stream = ((inputs[t], targets[:, t] if bool(mask[t]) else None, bool(starts[t]) and t > 0) for t in range(T))
+    run = prequential(learner, readout, stream, opt, loss=loss, callbacks=[Diagnostics()])
+    losses = np.full((E, T), np.nan)
+    losses[:, : run.losses.shape[0]] = run.losses.reshape(run.losses.shape[0], -1).T
+    if run.diverged_at is not None:
+        losses[:, run.diverged_at :] = np.inf
+    return OnlineRun(losses, run.diverged_at, conds, run.seconds)
 
 
 def run_result(exp: Experiment, losses: np.ndarray, mask, diverged_at: int | None, seconds: float,

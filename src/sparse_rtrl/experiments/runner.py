@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..cells import CELLS
 from ..errors import ConfigurationError, SparseRTRLError
 from .config import FROZEN, Experiment, Method
 from .families import protocol_for
@@ -88,8 +89,9 @@ def resources(job: dict) -> dict:
     the experiment runs on CUDA."""
     exp: Experiment = job["experiment"]
     n = exp.hidden_size
-    N = 2 * n if exp.cell == "lstm" else n
-    gates = {"vanilla": 1, "lstm": 4, "gru": 3}.get(exp.cell, 12)
+    kind = CELLS.get(exp.cell)  # None: the transformer (12 blocks of n × n weights a head)
+    N = kind.halves * n if kind else n
+    gates = kind.gates if kind else 12
     P = gates * n * (n + 100 + 2)  # inputs: ≤ 100 channels in every task here
     dtype = (job.get("method") and job["method"].dtype) or exp.dtype
     itemsize = 8 if dtype == "float64" else 4

@@ -157,6 +157,9 @@ class AbstractRule(ABC):
     :class:`AbstractWindowRule` (the window recomputed by autograd: TBPTT)."""
 
     name: ClassVar[str] = ""
+    #: whether member e of an ensemble reproduces the solo run with member e's seed, bit for
+    #: bit (what lets a sweep run the seeds of one method as one batched job)
+    member_reproduces_solo: ClassVar[bool] = True
 
     @abstractmethod
     def init(self, ctx: TransportContext) -> Any:

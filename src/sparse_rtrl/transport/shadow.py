@@ -126,6 +126,7 @@ class Shadowed(AbstractTransport):
     reference: AbstractTransport | str = "full"
 
     name = "shadow"
+    member_reproduces_solo = False  # its inner rule's seed cannot be given per member
 
     def __post_init__(self):
         from .registry import make_transport  # a leaf: it imports no rule
