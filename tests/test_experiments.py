@@ -248,3 +248,20 @@ def test_the_alignment_diagnostic_is_one_for_full_rtrl_and_the_floor_for_immedia
     for g, s in zip(grouped, solo):
         assert {k: v for k, v in g["alignment"].items() if "seconds" not in k} == \
             {k: v for k, v in s["alignment"].items() if "seconds" not in k}
+
+
+def test_alignment_along_the_run_leaves_learning_bit_identical():
+    """With the gradient shadow carried beside the rule, every loss of the run is the same as
+    without it; full RTRL's cosine with itself along its run is 1."""
+    from sparse_rtrl.experiments.protocol import adapt, pretrain
+
+    exp = tiny()[0].with_(adapt_steps=60, diagnostics=())
+    shadowed = exp.with_(diagnostics=("alignment_run",))
+    snap = pretrain(exp, 0).to_dict()
+    for label in ("sparse k=4", "full"):
+        plain = adapt(exp, exp.method(label), 0, snap, 1e-2)
+        along = adapt(shadowed, exp.method(label), 0, snap, 1e-2)
+        assert plain["L"] == along["L"] and plain["curve"] == along["curve"]
+        assert along["alignment_run"]["updates"] == 60
+    assert along["alignment_run"]["cos_mean"] == pytest.approx(1.0, abs=1e-9)
+    assert adapt(shadowed, exp.method("sparse k=4"), 0, snap, 1e-2)["alignment_run"]["cos_mean"] < 0.999

@@ -17,7 +17,7 @@ from ..cells import CELLS
 from ..evaluate import prequential
 from ..learner import OnlineLearner
 from ..tasks import make_task
-from ..transport import RULES
+from ..transport import RULES, AbstractTransport, Shadowed
 from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import window_scores
 
@@ -254,13 +254,30 @@ def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float,
     x, y, mask, starts = adaptation_stream(exp, task, seed)
     x, y = x.to(device, dtype), y.to(device, dtype)
     learner = make_learner(method, cell, seed)
+    shadowed = ("alignment_run" in exp.diagnostics and method.rule not in (FROZEN, READOUT)
+                and isinstance(learner.transport, AbstractTransport))
+    if shadowed:  # the shadow carries full RTRL beside the rule; learning is bit-identical
+        learner = OnlineLearner(cell, Shadowed(rule=learner.transport))
     params = trained_parameters(method, cell, readout)
     opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr) if params else None
     trace = PredictionTrace(exp.pre_shift_steps, x.shape[0]) if "predictions" in exp.diagnostics else None
     run = online_steps(exp, task, learner, cell, [readout], x, y.unsqueeze(0), mask, starts, opt,
                        spectrum_every, None if trace is None else [trace])
     result = run_result(exp, run.losses[0], mask, run.diverged_at, run.seconds, run.conds[0], trace, curve_bins)
+    if shadowed:
+        result["alignment_run"] = run_alignment(learner.transport_state.history, exp.pre_shift_steps)
     return with_alignment(result, exp, method, seed, snapshot)
+
+
+def run_alignment(history, shift: int) -> dict:
+    """The "alignment_run" diagnostic: along the method's own learning run (its parameters,
+    its trajectory), the mean and median over the updates after the shift of the cosine of
+    its gradient with full RTRL's on the same trajectory (the gradient shadow's log)."""
+    steps, cos = history.steps, history.cosine[:, 0]
+    after = cos[(steps > shift) & ~torch.isnan(cos)]  # the update of step t is logged as t + 1
+    if not after.numel():
+        return {"updates": 0, "cos_mean": math.nan, "cos_median": math.nan}
+    return {"updates": int(after.numel()), "cos_mean": float(after.mean()), "cos_median": float(after.median())}
 
 
 def with_alignment(result: dict, exp: Experiment, method: Method, seed: int, snapshot: dict) -> dict:
