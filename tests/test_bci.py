@@ -140,6 +140,10 @@ def test_pretraining_never_sees_the_held_out_bins_streamed_before_the_shift(reco
     np.testing.assert_allclose(s.inputs[10:].numpy(), xb[:5], atol=1e-12)
     with pytest.raises(ConfigurationError, match=r"the 11 bins before the shift .* holdout=0.25 keeps 10 of its 40"):
         task.sample_shift(11, 5, 0)
+    none = make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=0.0)
+    assert none.held_out_bins() == 40  # nothing held out: all of A may stream before the shift
+    tiny = make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=0.001)
+    assert tiny.held_out_bins() == 1  # a holdout asked for is never rounded away
     with pytest.raises(ConfigurationError, match=r"holdout must lie in \[0, 1\)"):
         make_task("bci", source="files", session_a=str(a), session_b=str(b), holdout=1.0)
     with pytest.raises(ConfigurationError, match="holdout=0.2 is ignored by source 'synthetic'"):
@@ -323,10 +327,10 @@ def test_reproduce_flags_reach_the_c9_experiments(tmp_path, recordings, monkeypa
     assert rc == 0
     exps = {e.name: e for e in seen["exps"]}
     assert set(exps) == {"bci_synthetic", "bci_chewie", "bci_files"}  # no stevenson file in data
-    assert exps["bci_chewie"].task_options == {"source": "chewie", "data_dir": str(data.resolve())}
+    assert exps["bci_chewie"].task_options == {"source": "chewie", "data_dir": str(data.resolve()), "holdout": 0.25}
     assert exps["bci_chewie"].adapt_steps == 50  # the whole of (fake) day 2, no more
     assert exps["bci_files"].task_options == {"source": "files", "session_a": str(a.resolve()),
-                                              "session_b": str(b.resolve()), "bin_size": 0.1}
+                                              "session_b": str(b.resolve()), "holdout": 0.25, "bin_size": 0.1}
     assert all(e.claims == ("C9",) and len(e.seeds) == 3 for e in exps.values())
     with pytest.raises(CommandError, match="go together"):  # --debug: the error itself
         cli.main(["--debug", "reproduce", "--only", "C9", "--session-a", str(a)])

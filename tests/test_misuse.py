@@ -112,3 +112,16 @@ def test_the_transformer_keeps_the_same_contract():
         learner.step(x)
     with pytest.raises(InputError, match="torch.int64 is not a floating-point type"):
         learner.step(torch.zeros(2, dtype=torch.int64))
+
+
+def test_reset_state_after_moving_the_cell_lets_the_stream_go_on():
+    """The error for a cell moved mid-stream says to call reset_state(); doing so works."""
+    cell = make_cell("vanilla").float()
+    learner = OnlineLearner(cell, "full")
+    learner.backward(learner.step(torch.zeros(3)).sum())
+    cell.double()
+    with pytest.raises(InputError, match=r"moved to another device or dtype mid-stream: call reset_state\(\)"):
+        learner.step(torch.zeros(3, dtype=torch.float64))
+    learner.reset_state()
+    h = learner.step(torch.ones(3, dtype=torch.float64))
+    assert h.dtype == torch.float64 and learner.influence().dtype == torch.float64

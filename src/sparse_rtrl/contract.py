@@ -10,8 +10,9 @@ rule carrying M_t = ∂s_t/∂θ forward) and window recompute (TBPTT through th
 window rules, and :class:`~sparse_rtrl.transformer.OnlineTransformer`), which rebuild the
 last W steps by autograd. This base holds what they share: the checks on inputs and losses
 (with errors that name the fix), the bookkeeping of the output leaf y_t, the check that the
-loss is of the latest output, the detection of a plain ``loss.backward()``, the finite-check
-policy, ``.grad`` accumulation and the step counter in ``state_dict``.
+loss is of the latest output (forward transport: M_t serves only L_t's gradient), the
+detection of a plain ``loss.backward()``, the finite-check policy, ``.grad`` accumulation and
+the step counter in ``state_dict``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class AbstractOnlineLearner(nn.Module):
     output_name: str = "output"
     model_name: str = "model"
     #: whether the output carries the learner's graph (window family) instead of being a
-    #: fresh leaf (a plain ``loss.backward()`` is then exact, not a mistake)
+    #: fresh leaf: a plain ``loss.backward()`` is then exact, not a mistake, and a loss of an
+    #: earlier output inside the window is a loss the window's autograd differentiates exactly,
+    #: so neither is refused
     output_carries_graph: bool = False
 
     def _init_contract(self, check_finite: bool) -> None:

@@ -166,6 +166,9 @@ class OnlineLearner(AbstractOnlineLearner):
         """
         self._forget_outputs()
         pending = None if state is None else self._check_state(state)
+        p = self._param
+        if self._state is not None and (self._state.device != p.device or self._state.dtype != p.dtype):
+            self._state = self._rule_state = None  # the cell was moved: reallocate at the next step
         if self._state is None:
             self._pending_state = pending
             return
@@ -313,6 +316,11 @@ class OnlineLearner(AbstractOnlineLearner):
         hooks = [p.register_post_accumulate_grad_hook(lambda _p: reached.append(True)) for p in params]
         try:
             loss.backward()
+        except BaseException:
+            for p, fresh in zip(params, unset):
+                if fresh:
+                    p.grad = None  # as it was: a caller who catches this steps no phantom zeros
+            raise
         finally:
             for hook in hooks:
                 hook.remove()

@@ -188,7 +188,8 @@ class UnitLocalCell(AbstractCell):
         if self.fused_type is None or options is None or self.ensemble_size is not None:
             return None
         p = self._cached_parameters()[0][0]
-        twin = self.fused_type(self.input_size, self.hidden_size, batch_first=True, **options).to(p.dtype)
+        twin = self.fused_type(self.input_size, self.hidden_size, batch_first=True, **options)
+        twin = twin.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for name, param in self.named_parameters():
                 getattr(twin, f"{name}_l0").copy_(param)

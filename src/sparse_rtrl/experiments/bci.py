@@ -61,6 +61,11 @@ def _methods(quick: bool) -> tuple[Method, ...]:
             *(Method(f"sparse k={k}", "sparse", {"k": k}) for k in ks), Method("full", "full"))
 
 
+#: the share of a recorded session A held out of pretraining (written into the task options, so
+#: runs made before session A was split have other keys and are redone, not reused)
+HOLDOUT = 0.25
+
+
 def experiments(profile: str, data_dir: Path | str | None = None,
                 session_files: tuple[str, str] | None = None, bin_size: float | None = None) -> list[Experiment]:
     """The C9 experiments of ``profile``: the synthetic one always; Chewie and Stevenson when
@@ -91,13 +96,14 @@ def experiments(profile: str, data_dir: Path | str | None = None,
     base = Path(data_dir) if data_dir is not None else default_data_dir()
     for source in ("chewie", "stevenson"):
         if base is not None and available(source, base):
-            options = {"source": source, "data_dir": str(base.resolve())}
+            options = {"source": source, "data_dir": str(base.resolve()), "holdout": HOLDOUT}
             out.append(Experiment(name=SETTINGS[source][0], task_options=options,
                                   adapt_steps=_window(options, adapt_cap),
                                   **{**common, "pre_shift_steps": _before(options, common)}))
     if session_files is not None:
         a, b = session_files
-        options = {"source": "files", "session_a": str(Path(a).resolve()), "session_b": str(Path(b).resolve())}
+        options = {"source": "files", "session_a": str(Path(a).resolve()), "session_b": str(Path(b).resolve()),
+                   "holdout": HOLDOUT}
         if bin_size is not None:
             options["bin_size"] = float(bin_size)
         out.append(Experiment(name=SETTINGS["files"][0], task_options=options,

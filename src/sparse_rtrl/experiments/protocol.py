@@ -183,13 +183,14 @@ def alignment_diagnostic(exp: Experiment, method: Method, seed: int, snapshot: d
     from ..alignment import gradient_alignment
 
     task = make_task(exp.task, **exp.task_options)
-    dtype = DTYPES[method.dtype or exp.dtype]
-    cell, readout = load_model(exp, task, seed, snapshot, dtype, torch.device(exp.device))
+    dtype, device = DTYPES[method.dtype or exp.dtype], torch.device(exp.device)
+    cell, readout = load_model(exp, task, seed, snapshot, dtype, device)
     for p in readout.parameters():
         p.requires_grad_(False)  # the loss's readout is fixed: only the cell's gradient is compared
     x, y, mask, _ = adaptation_stream(exp, task, seed)
     start = exp.pre_shift_steps
-    xs, ys = x[start : start + ALIGNMENT_STEPS].to(dtype), y[start : start + ALIGNMENT_STEPS].to(dtype)
+    xs = x[start : start + ALIGNMENT_STEPS].to(device, dtype)
+    ys = y[start : start + ALIGNMENT_STEPS].to(device, dtype)
     scored = mask[start : start + ALIGNMENT_STEPS]
 
     def loss(t, h):

@@ -84,8 +84,8 @@ def run_key(kind: str, exp: Experiment, seed: int, method: Method | None = None,
 
 
 def load_results(out: Path | str) -> dict:
-    """Every result file of a sweep, as {experiment: {"lr": ..., "methods": {label: {seed: result}},
-    "validation": ..., "snapshots": {seed: summary}}}, plus the sweep description."""
+    """Every result file of a sweep, as {experiment: {"config": ..., "lr": the lr.json record,
+    "methods": {label: {seed: result}}, "snapshots": {seed: summary}}}, plus the profile."""
     layout = Layout(Path(out))
     sweep = read_json(layout.sweep())
     if sweep is None:

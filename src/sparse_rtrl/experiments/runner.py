@@ -37,6 +37,8 @@ from .preflight import numerics
 from .selection import choose_lr, grow_grid
 
 NUMERICS_CHANGES = ("stop", "redo", "keep")
+#: diagnostics that change no number of a run: validation runs leave them out
+ALIGNMENT_DIAGNOSTICS = ("alignment", "alignment_run")
 
 
 class RunsFailed(SparseRTRLError, RuntimeError):
@@ -235,12 +237,18 @@ class Sweep:
             return [m for m in exp.methods if m.rule != FROZEN]
         return [exp.method(exp.lr_reference)]
 
+    @staticmethod
+    def _validation_experiment(exp: Experiment) -> Experiment:
+        """The experiment as its validation runs run it: without the alignment diagnostics,
+        which change no number of a run (only evaluation runs are reported)."""
+        return exp.with_(diagnostics=tuple(d for d in exp.diagnostics if d not in ALIGNMENT_DIAGNOSTICS))
+
     def _validation_results(self, exp: Experiment, method: Method, lr: float) -> list[dict] | None:
         """The finished validation results of ``method`` at ``lr``, or None if one is missing."""
-        out = []
+        out, quiet = [], self._validation_experiment(exp)
         for seed in exp.validation_seeds:
             path = self.layout.validation(exp, lr, seed, method)
-            if not self._done(path, run_key("adapt", exp, seed, method, lr)):
+            if not self._done(path, run_key("adapt", quiet, seed, method, lr)):
                 return None
             out.append(read_json(path)["result"])
         return out
@@ -254,17 +262,14 @@ class Sweep:
         for exp in self.experiments:
             if len(exp.lr_grid) == 1:
                 continue
-            # the alignment diagnostic changes no number of a run and only evaluation runs are
-            # reported: validation runs skip its extra passes
-            quiet = exp.with_(diagnostics=tuple(d for d in exp.diagnostics if d != "alignment"))
+            quiet = self._validation_experiment(exp)
             for method in self._tuned_methods(exp):
                 for lr in self._grid(exp, method)[1]:
                     for seed in exp.validation_seeds:
                         path = self.layout.validation(exp, lr, seed, method)
-                        job = self._adapt_job(exp, method, seed, lr, path)
+                        job = self._adapt_job(quiet, method, seed, lr, path)
                         if job:
                             job["meta"]["phase"] = "validation"
-                            job["experiment"] = quiet  # the key and meta keep the experiment as it is
                             jobs.append(job)
         return jobs
 

@@ -256,7 +256,8 @@ class BCI(AbstractTask):
         if self.source == "synthetic":
             raise ConfigurationError("synthetic sessions are drawn fresh for every stream: nothing is held out")
         a = _prepared(self)[0]
-        return a.inputs.shape[0] - a.train_bins
+        T = a.inputs.shape[0]
+        return T if a.train_bins == T else T - a.train_bins  # nothing held out: all of A may stream
 
     def normalisation(self) -> dict[str, np.ndarray]:
         """Session A's statistics: ``input_mean``, ``input_std`` (width,), ``velocity_mean``,
@@ -417,6 +418,8 @@ def _prepared(task: BCI) -> tuple[Prepared, Prepared, dict]:
         feats.append(_transform(counts, task.transform))
         vels.append(s.velocity.numpy())
     held = int(round(task.holdout * a.n_bins))
+    if task.holdout > 0:
+        held = max(1, held)  # a holdout asked for is never rounded away
     if held >= a.n_bins:
         raise ConfigurationError(f"holdout={task.holdout} leaves none of session A's {a.n_bins} bins to train on")
     train = a.n_bins - held
