@@ -33,6 +33,7 @@ from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting
                     numeric_verdict)
 
 LAG = 5  # d: full RTRL learns it within the window at n = 32 and 64 (docs/tasks.md, "the lag dial")
+GATED_LAG = 3  # d for LSTM and GRU (T4), see experiments()
 SWEEP_K = (1, 2, 4, 8, 16, 32)
 ADAM_GRID = (3e-4, 1e-3, 3e-3)
 SGD_GRID = (0.01, 0.03, 0.1, 0.3)
@@ -97,9 +98,12 @@ def experiments(profile: str) -> list[Experiment]:
             name=f"credit_n{n}", claims=("T3",), task_options=lag, hidden_size=n,
             methods=(*REFERENCES, *(sparse(k) for k in ks), FULL), **common,
         ))
+    # the gated cells at d = 3: their full RTRL barely moves at d = 5 within the window (GRU
+    # L_full 0.93, LSTM 1.01 of frozen 1.0) and learns d = 3 (docs/tasks.md, the lag dial), and
+    # T4 compares k = 4 with full RTRL where full RTRL learns
     for cell in ("lstm", "gru"):
         out.append(Experiment(
-            name=f"credit_{cell}", claims=("T4",), task_options=lag, hidden_size=32,
+            name=f"credit_{cell}", claims=("T4",), task_options={"lag": GATED_LAG}, hidden_size=32,
             methods=(*REFERENCES, sparse(4), FULL), **{**common, "cell": cell},
         ))
     for optimizer, grid in (("adam", ADAM_GRID), ("sgd", SGD_GRID)):
