@@ -200,3 +200,31 @@ def test_bad_stream_items_are_named():
         prequential(learner, readout, [torch.zeros(2, dtype=torch.float64)], opt)
     with pytest.raises(InputError, match="on_divergence"):
         prequential(learner, readout, [], opt, on_divergence="ignore")
+
+
+def test_on_learned_sees_the_parameters_after_each_update():
+    """on_learned runs after the optimizer step: it reads θ_t, the hand loop's parameters
+    right after opt.step(); on_step, before the update, reads θ_{t−1}."""
+    x, y = _stream()
+    learner, readout, opt = _model("full")
+    before, after = [], []
+
+    class Watch:
+        def on_step(self, record):
+            before.append(readout.weight.detach().clone())
+
+        def on_learned(self, record):
+            after.append(readout.weight.detach().clone())
+
+    prequential(learner, readout, zip(x, y), opt, callbacks=[Watch()])
+    learner2, readout2, opt2 = _model("full")
+    hand = []
+    for t in range(len(x)):
+        h = learner2.step(x[t])
+        loss = torch.nn.functional.mse_loss(readout2(h), y[t])
+        learner2.backward(loss)
+        opt2.step()
+        opt2.zero_grad()
+        hand.append(readout2.weight.detach().clone())
+    assert all(torch.equal(a, b) for a, b in zip(after, hand)) and len(after) == len(x)
+    assert all(torch.equal(a, b) for a, b in zip(before[1:], hand[:-1]))

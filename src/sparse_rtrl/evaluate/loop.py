@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import DivergenceError, InputError
-from ..learner import OnlineLearner
+from ..contract import AbstractOnlineLearner
 
 Tensor = torch.Tensor
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -63,7 +63,7 @@ class PrequentialResult:
 
 
 def predict_and_score(
-    learner: OnlineLearner, readout: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss: Loss
+    learner: AbstractOnlineLearner, readout: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss: Loss
 ) -> tuple[Tensor, Tensor]:
     """Test: h_t = learner.step(x_t), ŷ_t = readout(h_t), L_t = loss(ŷ_t, y_t).
 
@@ -77,7 +77,7 @@ def predict_and_score(
     return y_hat, value
 
 
-def learn(learner: OnlineLearner, value: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+def learn(learner: AbstractOnlineLearner, value: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
     """Train: learner.backward(L_t); optimizer.step(); optimizer.zero_grad().
 
     A loss with several elements (an ensemble's members) is summed first; each member's
@@ -91,7 +91,7 @@ def learn(learner: OnlineLearner, value: Tensor, optimizer: torch.optim.Optimize
 
 
 def test_then_train(
-    learner: OnlineLearner,
+    learner: AbstractOnlineLearner,
     readout: Callable[[Tensor], Tensor],
     x: Tensor,
     y: Tensor,
@@ -120,7 +120,7 @@ def _unpack(item: Any, t: int) -> tuple[Tensor, Tensor | None, bool]:
 
 
 def prequential(
-    learner: OnlineLearner,
+    learner: AbstractOnlineLearner,
     readout: Callable[[Tensor], Tensor],
     stream: Iterable,
     optimizer: torch.optim.Optimizer | None = None,
@@ -148,7 +148,10 @@ def prequential(
     (with the losses recorded); the tests check it bit for bit against that loop.
 
     Args:
-        learner: an :class:`~sparse_rtrl.OnlineLearner` (any rule, cell, batch or ensemble).
+        learner: any online learner of the library's contract — an
+            :class:`~sparse_rtrl.OnlineLearner` (any rule, cell, batch or ensemble) or an
+            :class:`~sparse_rtrl.transformer.OnlineTransformer` — or an object with the same
+            ``step``, ``backward``, ``reset_state`` and ``steps``.
         readout: maps h_t to the prediction (any module or function, e.g. ``nn.Linear``).
         stream: yields ``(x, y)`` or ``(x, y, starts_new_sequence)``. ``y = None``: the
             learner steps on x without a score or an update (a warm-up or unlabelled step).
@@ -157,10 +160,12 @@ def prequential(
             and the readout's); None scores without learning (a frozen model).
         loss: ``loss(y_hat, y)`` → a tensor; default mean squared error. An m-element
             loss (an ensemble's members) is recorded per element and summed to learn.
-        callbacks: objects with any of ``on_step(record) -> stop?``, ``on_skip(t)`` and
-            ``on_end(result)`` (see :mod:`sparse_rtrl.evaluate.callbacks`: running error,
-            recorders, progress bars, divergence guards). ``on_step`` runs after the score
-            and before the update; a truthy return ends the run there, unlearned.
+        callbacks: objects with any of ``on_step(record) -> stop?``, ``on_learned(record)``,
+            ``on_skip(t)`` and ``on_end(result)`` (see :mod:`sparse_rtrl.evaluate.callbacks`:
+            running error, recorders, progress bars, divergence guards). ``on_step`` runs
+            after the score and before the update; a truthy return ends the run there,
+            unlearned. ``on_learned`` runs after the update (with no optimizer: after the
+            score), to read what learning changed.
         on_divergence: ``"stop"`` (default) ends the run at a :class:`DivergenceError`
             or a non-finite loss and reports the step in ``diverged_at``; ``"raise"``
             lets the error propagate.
@@ -185,6 +190,7 @@ def prequential(
     if on_divergence not in ("stop", "raise"):
         raise InputError(f"on_divergence must be 'stop' or 'raise', got {on_divergence!r}")
     on_step = [cb.on_step for cb in callbacks if hasattr(cb, "on_step")]
+    on_learned = [cb.on_learned for cb in callbacks if hasattr(cb, "on_learned")]
     on_skip = [cb.on_skip for cb in callbacks if hasattr(cb, "on_skip")]
     losses: list[Any] = []
     width = None
@@ -217,6 +223,8 @@ def prequential(
             if stop:
                 break
             learn(learner, value, optimizer)  # → learn, after the callbacks have seen the score
+            for f in on_learned:
+                f(record)
         except DivergenceError:
             if on_divergence == "raise":
                 raise

@@ -40,12 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigurationError, DivergenceError
+from ..errors import ConfigurationError
 from ..tasks import make_task
 from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfig, head_profile, heads_kept
 from ..transformer import pretrain as pretrain_windows
 from .views import ClaimResult, ExperimentView, Request, counting_divergence, fmt, not_requested
 from .config import FROZEN, READOUT, Experiment, Method
+from ..evaluate import prequential
 from .protocol import DTYPES, OPTIMIZERS, Snapshot, derived_seed, run_result
 
 CLAIM = "transformer: gradient to the past through 50 % / 33 % of the heads vs all (dense)"
@@ -271,58 +272,64 @@ def online_run(exp: Experiment, method: Method, seed: int, model: CausalTransfor
         params = list(model.parameters())
     opt = OPTIMIZERS[method.optimizer or exp.optimizer](params, lr=lr, foreach=True) if params else None
     if fast and method.rule in (FROZEN, READOUT):
-        features = readout_inputs(model, x)
-        learner = None
-
-        def predict(t):
-            return model.readout(features[t - W + 1])
-
-        def learn(loss):
-            loss.backward()
+        learner, readout = _Features(readout_inputs(model, x)), model.readout
     else:
-        learner = OnlineTransformer.from_model(model, seed=derived_seed(seed, "masks"), **head_options(method))
+        learner, readout = OnlineTransformer.from_model(model, seed=derived_seed(seed, "masks"),
+                                                        **head_options(method)), _identity
         with torch.no_grad():
             for t in range(W - 1):
                 learner.step(x[t])
-
-        def predict(t):
-            return learner.step(x[t])
-
-        learn = learner.backward
-    track = learner is not None and method.rule not in (FROZEN, READOUT)
-    losses = np.full(T, np.nan)
+    track = isinstance(learner, OnlineTransformer) and method.rule not in (FROZEN, READOUT)
     usage = torch.zeros(c.blocks, c.heads, dtype=torch.float64)
-    updates = 0
+    updates = [0]
     # checkpoint f > 0: after the update of post-shift step round(f·T_a); f = 0: the snapshot
     marks = {exp.pre_shift_steps + round(f * exp.adapt_steps) - 1: f for f in CHECKPOINTS if f > 0}
     profiles = []
     if probe is not None and 0.0 in CHECKPOINTS:
         profiles.append({"checkpoint": 0.0, "step": 0, **_profile(model, probe, loss_fn)})
-    diverged_at = None
-    for t in range(W - 1, T):
-        try:
-            pred = predict(t)
-            loss = loss_fn(pred, y[t])
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise DivergenceError(t, "loss")
-            losses[t] = lv
+
+    class AfterUpdate:  # head usage and the checkpoint diagnostics, once the step has learned
+        def on_learned(self, record):
+            t = record.t + W - 1
             if opt is not None:
-                learn(loss)
-                opt.step()
-                opt.zero_grad()
                 if track:
-                    usage += learner.last_kept.double()
-                updates += 1
-        except DivergenceError:
-            diverged_at = t
-            losses[t:] = np.inf
-            break
-        if probe is not None and t in marks:
-            profiles.append({"checkpoint": marks[t], "step": t + 1 - exp.pre_shift_steps,
-                             **_profile(model, probe, loss_fn)})
+                    usage.add_(learner.last_kept.double())
+                updates[0] += 1
+            if probe is not None and t in marks:
+                profiles.append({"checkpoint": marks[t], "step": t + 1 - exp.pre_shift_steps,
+                                 **_profile(model, probe, loss_fn)})
+
+    stream = ((x[t], y[t]) for t in range(W - 1, T))  # the first W − 1 steps filled the window
+    run = prequential(learner, readout, stream, opt, loss=loss_fn, callbacks=[AfterUpdate()])
+    losses = np.full(T, np.nan)
+    losses[W - 1 : W - 1 + len(run.losses)] = run.losses
+    diverged_at = None if run.diverged_at is None else run.diverged_at + W - 1
+    if diverged_at is not None:
+        losses[diverged_at:] = np.inf
     return {"losses": losses, "diverged_at": diverged_at, "profiles": profiles,
-            "head_usage": (usage / max(updates, 1)).tolist() if track and updates else None}
+            "head_usage": (usage / max(updates[0], 1)).tolist() if track and updates[0] else None}
+
+
+def _identity(prediction: torch.Tensor) -> torch.Tensor:
+    return prediction  # the transformer's step already returns the readout's prediction
+
+
+class _Features:
+    """The learner of a frozen body: step t returns the readout's input, read from one batched
+    forward of the windows (``readout_inputs``); backward is plain autograd into the readout."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features, self.steps = features, 0
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        return self.features[self.steps - 1]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def reset_state(self) -> None:  # one stream: never called
+        pass
 
 
 def adapt(exp: Experiment, method: Method, seed: int, snapshot: dict, lr: float, curve_bins: int = 200) -> dict:

@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..errors import ConfigurationError, DivergenceError, InputError
+from ..errors import ConfigurationError, InputError
+from ..evaluate import prequential
 from .diagnostics import LossFn, mse
 from .learner import OnlineTransformer
 from .model import CausalTransformer
@@ -121,7 +122,8 @@ def adapt(
     """Test-then-train online from a copy of ``snapshot`` (left unchanged).
 
     At step t: ŷ_t from the window ending at t, loss_fn(ŷ_t, targets[t]) recorded, backward
-    with head-sparse transport, one optimizer step. The first ``context`` steps only fill
+    with head-sparse transport, one optimizer step — the library's prequential loop
+    (:func:`sparse_rtrl.evaluate.prequential`). The first ``context`` steps only fill
     the window (no loss, no update). ``optimizer`` is a factory, e.g.
     ``lambda ps: torch.optim.Adam(ps, lr=1e-3)``; None runs the frozen model.
     ``trainable="readout"`` learns the readout only (the other parameters stay fixed).
@@ -144,25 +146,20 @@ def adapt(
     opt = None if optimizer is None else optimizer(params)
     c = model.config
     T = inputs.shape[0] - context
-    losses = torch.full((T,), math.nan, dtype=torch.float64)
     kept = torch.zeros(T, c.blocks, c.heads, dtype=torch.bool)
     with torch.no_grad():
         for t in range(context):
             learner.step(inputs[t])
-    for i in range(T):
-        t = context + i
-        try:
-            pred = learner.step(inputs[t])
-            loss = loss_fn(pred, targets[t])
-            if not bool(torch.isfinite(loss.detach()).all()):
-                raise DivergenceError(learner.steps - 1, "loss")
-            losses[i] = loss.item()
-            if opt is None:
-                continue
-            learner.backward(loss)
-        except DivergenceError:
-            return AdaptResult(losses, kept, i)
-        kept[i] = learner.last_kept
-        opt.step()
-        opt.zero_grad()
-    return AdaptResult(losses, kept, None)
+
+    class Heads:  # after each update: the heads that carried gradient to the past
+        def on_learned(self, record):
+            if opt is not None:
+                kept[record.t] = learner.last_kept
+
+    stream = ((inputs[t], targets[t]) for t in range(context, inputs.shape[0]))
+    run = prequential(learner, lambda prediction: prediction, stream, opt, loss=loss_fn, callbacks=[Heads()])
+    losses = torch.full((T,), math.nan, dtype=torch.float64)
+    losses[: len(run.losses)] = torch.from_numpy(run.losses)
+    if run.diverged_at is not None:
+        losses[run.diverged_at :] = math.nan  # no score from the step that diverged on
+    return AdaptResult(losses, kept, run.diverged_at)
