@@ -460,3 +460,45 @@ def test_adapt_reports_divergence():
     assert result.diverged_at is not None
     assert torch.isfinite(result.losses[: result.diverged_at]).all()
     assert torch.isnan(result.losses[result.diverged_at + 1 :]).all()
+
+
+@pytest.mark.parametrize("legacy,rule", [
+    ({"head_fraction": 0.5, "selection": "random"}, dict(fraction=0.5, selection="random")),
+    ({"head_fraction": 0.5, "selection": "fixed"}, dict(fraction=0.5, selection="random", resample_every=0)),
+    ({"head_fraction": 0.5, "selection": "importance", "importance_score": "attention"},
+     dict(fraction=0.5, selection="magnitude", score="attention")),
+    ({"head_fraction": 1 / 3, "selection": "adversarial"}, dict(fraction=1 / 3, selection="adversarial")),
+])
+def test_the_head_rule_object_is_the_string_options(legacy, rule):
+    """rule=HeadSparse(...) in sparse's vocabulary learns exactly as the string options do."""
+    from sparse_rtrl.transformer import HeadSparse
+
+    xs, ys = sine(40)
+    runs = []
+    for kw in (dict(**legacy, seed=3), dict(rule=HeadSparse(**rule, seed=3))):
+        model = CausalTransformer(1, 1, d_model=12, heads=6, window=4, seed=0).to(DT)
+        learner = OnlineTransformer.from_model(model, **kw)
+        opt = torch.optim.SGD(learner.parameters(), lr=0.05)
+        losses = []
+        for t in range(len(xs)):
+            y = learner.step(xs[t])
+            loss = (y - ys[t]).pow(2).mean()
+            learner.backward(loss)
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_bad_head_rules_are_named():
+    from sparse_rtrl.transformer import HeadSparse
+
+    with pytest.raises(ConfigurationError, match="unknown head selection 'importance'.*as for sparse"):
+        HeadSparse(0.5, "importance")
+    with pytest.raises(ConfigurationError, match="resample_every=0 fixes a random choice"):
+        HeadSparse(0.5, "magnitude", resample_every=0)
+    model = CausalTransformer(1, 1, d_model=12, heads=6, window=4, seed=0).to(DT)
+    with pytest.raises(ConfigurationError, match="either as rule=HeadSparse.*not both"):
+        OnlineTransformer.from_model(model, rule=HeadSparse(0.5), head_fraction=0.5)

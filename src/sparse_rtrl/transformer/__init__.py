@@ -18,6 +18,7 @@ from .diagnostics import (
     mse,
     past_attention,
 )
+from .head_rule import HeadSparse
 from .heads import IMPORTANCE_SCORES, SELECTIONS, HeadSelection, heads_kept
 from .learner import OnlineTransformer
 from .model import CausalTransformer, Taps, TransformerConfig
@@ -28,6 +29,7 @@ __all__ = [
     "CausalTransformer",
     "HeadProfile",
     "HeadSelection",
+    "HeadSparse",
     "IMPORTANCE_SCORES",
     "OnlineTransformer",
     "SELECTIONS",

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..contract import AbstractOnlineLearner, accumulate, all_finite
-from ..errors import DivergenceError, InputError
+from ..errors import ConfigurationError, DivergenceError, InputError
 from .diagnostics import head_contributions, past_attention
+from .head_rule import HeadSparse
 from .heads import HeadSelection
 from .model import CausalTransformer
 
@@ -32,6 +33,18 @@ def _same(a: Tensor, b: Tensor) -> bool:
     """Equal up to kernel round-off (on the CPU the two forwards agree bit for bit)."""
     eps = torch.finfo(a.dtype).eps
     return torch.allclose(a, b, rtol=64 * eps, atol=64 * eps * float(b.abs().max().clamp_min(1.0)))
+
+
+def _rule(rule: HeadSparse | None, head_fraction, selection, importance_score, seed) -> HeadSparse:
+    """The learner's head rule: ``rule`` itself, or the one the string options name."""
+    if rule is None:
+        return HeadSparse.from_options(head_fraction, selection, importance_score, seed)
+    if not isinstance(rule, HeadSparse):
+        raise ConfigurationError(f"rule must be a HeadSparse, got {type(rule).__name__}")
+    if (head_fraction, selection, importance_score) != (1.0, "random", "gradient"):
+        raise ConfigurationError("give the head rule either as rule=HeadSparse(...) or by head_fraction/"
+                                 "selection/importance_score, not both")
+    return rule
 
 
 class OnlineTransformer(AbstractOnlineLearner):
@@ -50,6 +63,11 @@ class OnlineTransformer(AbstractOnlineLearner):
             attention mass on the past).
         seed: seeds the initial weights (in a forked RNG) and the head-selection generator.
         check_finite: raise a clear error on NaN/inf inputs, losses, predictions, gradients.
+        rule: the head rule as an object, :class:`~sparse_rtrl.transformer.HeadSparse`
+            (``fraction``, ``selection`` "random" / "magnitude" / "adversarial" as for
+            ``sparse``, ``resample_every``, ``score``, ``seed``); the four options above are
+            the string form of it (``selection`` "fixed" = random drawn once, "importance" =
+            magnitude).
 
     Use :meth:`from_model` to learn an existing (e.g. pretrained) model.
 
@@ -92,13 +110,14 @@ class OnlineTransformer(AbstractOnlineLearner):
         importance_score: str = "gradient",
         seed: int = 0,
         check_finite: bool = True,
+        rule: HeadSparse | None = None,
     ):
         super().__init__()
         model = CausalTransformer(
             input_size, output_size, d_model=d_model, heads=heads, blocks=blocks, window=window,
             d_ff=d_ff, positions=positions, seed=seed,
         )
-        self._attach(model, head_fraction, selection, importance_score, seed, check_finite)
+        self._attach(model, _rule(rule, head_fraction, selection, importance_score, seed), check_finite)
 
     @classmethod
     def from_model(
@@ -110,6 +129,7 @@ class OnlineTransformer(AbstractOnlineLearner):
         importance_score: str = "gradient",
         seed: int = 0,
         check_finite: bool = True,
+        rule: HeadSparse | None = None,
     ) -> "OnlineTransformer":
         """A learner of ``model`` itself (parameters shared, not copied: deep-copy a snapshot first)."""
         if not isinstance(model, CausalTransformer):
@@ -118,13 +138,14 @@ class OnlineTransformer(AbstractOnlineLearner):
             )
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self._attach(model, head_fraction, selection, importance_score, seed, check_finite)
+        self._attach(model, _rule(rule, head_fraction, selection, importance_score, seed), check_finite)
         return self
 
-    def _attach(self, model, head_fraction, selection, importance_score, seed, check_finite) -> None:
+    def _attach(self, model, rule: HeadSparse, check_finite) -> None:
         c = model.config
         self.model = model
-        self.selector = HeadSelection(head_fraction, selection, c.blocks, c.heads, seed, importance_score)
+        self.rule = rule
+        self.selector = HeadSelection(rule.fraction, rule.legacy_selection, c.blocks, c.heads, rule.seed, rule.score)
         self._init_contract(check_finite)
         self._window: Tensor | None = None  # (B, n, I), n ≤ W, oldest first
         self._batched = False
