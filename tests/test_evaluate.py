@@ -169,17 +169,32 @@ def test_vector_loss_is_recorded_per_element_and_summed_to_learn():
         assert torch.allclose(p, q, rtol=1e-10, atol=1e-12)
 
 
-def test_divergence_stops_or_raises():
+def test_divergence_stops_or_raises_and_a_bad_target_is_named():
     x, y = _stream()
-    y = y.clone()
-    y[12] = math.inf
+
+    class Blowup:  # after step 11's update the readout has diverged: step 12's loss is inf
+        def __init__(self, readout):
+            self.readout = readout
+
+        def on_learned(self, record):
+            if record.t == 11:
+                with torch.no_grad():
+                    self.readout.bias.fill_(math.inf)
+
     learner, readout, opt = _model("full")
-    result = prequential(learner, readout, zip(x, y), opt)
+    result = prequential(learner, readout, zip(x, y), opt, callbacks=[Blowup(readout)])
     assert result.diverged_at == 12 and result.steps == 13
     assert math.isinf(result.losses[12]) and np.isfinite(result.losses[:12]).all()
+    assert all(p.grad is None for p in readout.parameters())  # nothing half-accumulated is left
     learner, readout, opt = _model("full")
-    with pytest.raises(DivergenceError, match="loss"):
-        prequential(learner, readout, zip(x, y), opt, on_divergence="raise")
+    with pytest.raises(DivergenceError, match="the loss became non-finite.*nothing was learned from this step"):
+        prequential(learner, readout, zip(x, y), opt, callbacks=[Blowup(readout)], on_divergence="raise")
+    bad = y.clone()
+    bad[12] = math.inf
+    learner, readout, opt = _model("full")
+    with pytest.raises(InputError, match="the target of step 12 contains NaN or inf.*nothing was changed"):
+        prequential(learner, readout, zip(x, bad), opt)
+    assert learner.steps == 12  # the bad sample was not stepped on
 
 
 def test_stop_on_divergence_ends_before_the_update():

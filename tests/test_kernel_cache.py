@@ -127,3 +127,25 @@ def test_build_kernels_command(fresh, tmp_path, capsys):
     fresh.setattr(_cpu_kernels, "_tried", False)
     assert cli.main(["build-kernels"]) == 2
     assert "writable by group or others" in capsys.readouterr().err
+
+
+def test_a_linked_cache_is_used_by_its_real_path_and_a_linked_library_is_refused(fresh, tmp_path):
+    """A link could be repointed between the check and the load: the folder is resolved once
+    and only its real path is used; a library that is itself a link is refused."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    fresh.setenv("SPARSE_RTRL_CACHE", str(tmp_path / "link"))
+    path, note = _kernel_cache.locate("lib.so")
+    assert note is None and os.path.dirname(path) == str(real)
+    (real / "elsewhere.so").write_bytes(b"")
+    (real / "lib.so").symlink_to(real / "elsewhere.so")
+    with pytest.raises(_kernel_cache.CacheError, match="is a symbolic link"):
+        _kernel_cache.check_private(str(real / "lib.so"), folder=False)
+
+
+def test_build_kernels_refuses_a_cache_it_cannot_keep(fresh, tmp_path, capsys):
+    fresh.setenv("SPARSE_RTRL_CACHE", "/proc/no-such-folder/cache")  # cannot be created
+    assert cli.main(["build-kernels"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the cache folder" in err and "SPARSE_RTRL_CACHE" in err

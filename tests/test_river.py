@@ -170,3 +170,17 @@ def test_rule_state_pickles_to_the_same_bytes():
     h = pickle.loads(dumps.pop())
     assert torch.equal(torch.rand(4, generator=g[0]), torch.rand(4, generator=h[0]))
     assert torch.equal(torch.rand(4, generator=g[1]), torch.rand(4, generator=h[1]))
+
+
+def test_numpy_bools_are_numbers_and_a_small_network_gets_a_k_it_can_keep():
+    import numpy as np
+
+    from sparse_rtrl.river import RTRLRegressor
+
+    model = RTRLRegressor(hidden=2, seed=1)  # k defaults to min(4, hidden)
+    model.learn_one({"a": np.True_, "b": 1.0}, 1.0)
+    assert np.isfinite(model.predict_one({"a": np.False_, "b": 0.5}))
+    fresh = RTRLRegressor(hidden=4, seed=1)
+    with pytest.raises(Exception, match="non-numeric value 'x'"):
+        fresh.learn_one({"a": "x"}, 1.0)
+    assert fresh._learner is None  # nothing was built from the bad sample

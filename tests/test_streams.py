@@ -40,6 +40,8 @@ def _stream_cli(capsys, *args):
     ("a,y\n1,2\nNaN,4\n", "y", "line 3, column 'a': 'NaN' is not a finite number: drop or fill that row"),
     ("a,y\n1,2\n3,\n", "y", "line 3, column 'y': empty value"),
     ("a,y\n1,2\n3,4,5\n", "y", "line 3: 3 fields, but the header has 2"),
+    ("a,y\n\n1,2\n2,x\n", "y", "line 4, column 'y': 'x' is not a number"),  # blank lines counted
+    ("a,a,y\n1,2,3\n", "y", "names column(s) 'a' more than once"),
 ])
 def test_bad_csv_is_one_line_naming_the_place_exit_2(tmp_path, capsys, text, target, message):
     path = _write(tmp_path, text)
@@ -136,3 +138,20 @@ def test_no_matplotlib_says_so(tmp_path, capsys, monkeypatch):
                              "--out", tmp_path / "o")
     assert rc == 0 and "no plot: matplotlib is not installed" in out
     assert not (tmp_path / "o" / "plot.png").exists()
+
+
+def test_a_byte_order_mark_and_spaced_features_are_read(tmp_path, capsys):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; --features "a, b" has spaces."""
+    path = tmp_path / "bom.csv"
+    path.write_text("\ufeffa,b,y\n" + "".join(f"{t},{t % 3},{t % 5}\n" for t in range(30)), encoding="utf-8")
+    rc, out, err = _stream_cli(capsys, path, "--target", "y", "--features", "a, b", "--out", tmp_path / "o")
+    assert rc == 0, err
+
+
+def test_a_stream_without_inputs_is_a_user_error_and_debug_shows_the_traceback(tmp_path, capsys):
+    path = _write(tmp_path, "y\n" + "".join(f"{t % 4}\n" for t in range(20)))
+    rc, out, err = _stream_cli(capsys, path, "--target", "y", "--no-lagged-target", "--out", tmp_path / "o")
+    assert rc == 2 and "no inputs" in err and "internal error" not in err and err.count("\n") == 1
+    with pytest.raises(Exception, match="no inputs"):
+        cli.main(["--debug", "stream", str(path), "--target", "y", "--no-lagged-target", "--out",
+                  str(tmp_path / "o"), "--quiet"])

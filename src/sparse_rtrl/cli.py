@@ -10,6 +10,7 @@ the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -178,13 +179,28 @@ def _build_kernels(args) -> int:
 
     if _cpu_kernels.disabled():
         raise CommandError("SPARSE_RTRL_NO_EXTENSION is set: unset it to build and use the compiled kernels")
+    from .transport import _kernel_cache
+
     t0 = time.perf_counter()
+    path, note = _kernel_cache.locate("probe")
+    if note is not None:  # a build there would be removed when this command exits
+        raise CommandError(f"{note}: set {_kernel_cache.CACHE_ENV} to a writable folder of your own, then "
+                           "run `sparse-rtrl build-kernels` again")
     path = _cpu_kernels.build()  # raises KernelBuildError naming the cause
     numeric = kernels.numeric_path("cpu")  # loads the library
     if numeric == "torch":
         raise CommandError(f"built {path} but could not load it: {_cpu_kernels.reason}")
     print(f"compiled CPU kernels ready: {path} (numeric path {numeric}; {time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _check_can_create(path: Path) -> None:
+    """``path`` is a writable folder, or can be created: its nearest existing ancestor is."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write to {path} ({probe} is not a writable folder): choose another --out")
 
 
 def _positive_int(text: str) -> int:
@@ -203,22 +219,19 @@ def _stream(args) -> int:
 
     import torch
 
-    from .errors import SparseRTRLError
     from .streams import StreamConfig, forecast, load, write_outputs
 
     torch.set_num_threads(args.threads)  # one sample at a time: tiny ops, threads only add overhead
     options = {k: v for k, v in (("window", args.window), ("decay", args.decay)) if v is not None}
-    try:
-        series = load(args.source, args.target, args.features.split(",") if args.features else None)
-        config = StreamConfig(cell=args.cell, hidden=args.hidden, rule=args.rule, k=args.k, options=options,
-                              optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-                              lagged_target=not args.no_lagged_target, difference=args.difference)
-        run = forecast(series, config, progress=not args.quiet)
-    except SparseRTRLError as err:
-        print(f"sparse-rtrl stream: error: {err}", file=sys.stderr)
-        return 2
-    summary = write_outputs(args.out, series, config, run)
     out = Path(args.out)
+    _check_can_create(out)  # before the forecast: a bad --out fails in a second, not after it
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    series = load(args.source, args.target, features)  # errors: one line through run() (--debug: traceback)
+    config = StreamConfig(cell=args.cell, hidden=args.hidden, rule=args.rule, k=args.k, options=options,
+                          optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                          lagged_target=not args.no_lagged_target, difference=args.difference)
+    run = forecast(series, config, progress=not args.quiet)
+    summary = write_outputs(args.out, series, config, run)
     try:
         from .streams.plot import plot_run
 
@@ -293,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     st.add_argument("--lr", type=float, default=3e-3)
     st.add_argument("--seed", type=int, default=0)
-    st.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one sample at a time)")
+    st.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: one sample at a time)")
     st.add_argument("--out", required=True, help="output directory")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(func=_stream)
@@ -318,7 +331,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
+        saved = "finished runs are saved; run the same command again to resume" if args.command == "reproduce" \
+            else "nothing was saved"
+        print(f"interrupted: {saved}", file=sys.stderr)
         return 130
     except SystemExit as exit_:
         if debug or not isinstance(exit_.code, str):

@@ -6,7 +6,8 @@ Two tests, each a physical or statistical bound that true counts meet (docs/data
    period), so a channel holds at most Δ / 1 ms spikes in a bin of Δ s: 100 in a 0.1 s bin.
    A larger value is a rate in Hz (r = y/Δ exceeds y by 1/Δ), or a wrong ``bin_s``. The
    bound is generous on purpose: a threshold-crossing channel that picks up several units
-   still stays far below 1000 Hz.
+   still stays far below 1000 Hz; and in bins finer than 8 ms it is never below 8 spikes, so
+   a multi-unit channel in 1 ms bins is not mistaken for rates.
 2. **No common factor.** Rates r = y/Δ stored as whole numbers are all multiples of 1/Δ
    (10 for Δ = 0.1 s), and counts scaled by a constant share that constant. True counts do
    not: a single bin holding an odd count (most non-zero counts are 1) makes the greatest
@@ -23,6 +24,8 @@ from .errors import DataError
 
 #: the fastest a channel can fire: one spike per millisecond (absolute refractory period)
 MAX_RATE_HZ = 1000.0
+#: the bound on one bin in the finest bins (Δ < 8 ms): a channel merging a few units
+MIN_LIMIT = 8
 #: non-zero values needed before a common factor counts as evidence (see the module doc)
 MIN_NONZERO = 32
 
@@ -41,7 +44,8 @@ def check_counts_per_bin(counts, bin_size: float, where) -> None:
         if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
             return
     y = y.astype(np.int64)
-    top, limit = int(y.max()), MAX_RATE_HZ * bin_size
+    # a channel may merge a few units: in the finest bins the bound is never below MIN_LIMIT
+    top, limit = int(y.max()), max(MAX_RATE_HZ * bin_size, MIN_LIMIT)
     if top > limit:
         raise DataError(where, f"a bin holds {top} 'spikes', more than one per millisecond of the "
                                f"{bin_size:g} s bin (at most {limit:g}): the values look like firing "

@@ -67,13 +67,20 @@ def predict_and_score(
 ) -> tuple[Tensor, Tensor]:
     """Test: h_t = learner.step(x_t), ŷ_t = readout(h_t), L_t = loss(ŷ_t, y_t).
 
-    A non-finite loss raises :class:`DivergenceError` (nothing has been learned yet).
+    A non-finite target raises :class:`InputError` before anything changes; a non-finite
+    loss from a finite target raises :class:`DivergenceError` (the learner's state has
+    advanced to s_t, nothing has been learned from step t).
     """
+    if isinstance(y, Tensor) and y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise InputError(f"the target of step {learner.steps} contains NaN or inf: clean the stream (drop the "
+                         "sample, or give y = None to step without a score); nothing was changed")
     h = learner.step(x)
     y_hat = readout(h)
     value = loss(y_hat, y)
     if not bool(torch.isfinite(value.detach()).all()):
-        raise DivergenceError(learner.steps - 1, "loss")
+        raise DivergenceError(learner.steps - 1, "loss",
+                              "(The prediction was non-finite for a finite target; the state has advanced "
+                              "past it, and nothing was learned from this step.)")
     return y_hat, value
 
 
@@ -226,13 +233,14 @@ def prequential(
             for f in on_learned:
                 f(record)
         except DivergenceError:
+            if optimizer is not None:
+                optimizer.zero_grad()  # nothing half-accumulated is left for a later step
             if on_divergence == "raise":
                 raise
             diverged_at = t
             if len(losses) == t:  # the step failed before its score was recorded
                 losses.append(math.inf)
-            else:
-                losses[t] = math.inf if width in (None, 1) else (math.inf,) * width
+            # else: the score was recorded before the update failed, and callbacks saw it: kept
             break
     result = PrequentialResult(
         _as_array(losses, width or 1), t + 1, diverged_at, stopped_by, time.perf_counter() - t0

@@ -82,6 +82,7 @@ class RTRLClassifier(RecurrentEstimator, base.Classifier):
         self._readout = new
 
     def learn_one(self, x: dict, y) -> None:
+        self._check_numeric(x)  # before the model or a new label is added
         if self._learner is None:
             self._classes = [y]
             self._build(x, 1)

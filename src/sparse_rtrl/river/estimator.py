@@ -6,6 +6,7 @@ from __future__ import annotations
 import numbers
 import secrets
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,20 +50,20 @@ class RecurrentEstimator:
                       self.dtype)
 
     # -- features ---------------------------------------------------------------------------
-    def _vector(self, x: dict) -> Tensor:
-        """x as a tensor in the fixed feature order; missing features (or None) are 0, features
-        not seen at the first learn_one are ignored."""
-        values = []
-        for name in self._features:
-            v = x.get(name)
-            if v is None:
-                values.append(0.0)
-            elif isinstance(v, numbers.Real):  # bool, int, float, numpy scalars
-                values.append(float(v))
-            else:
+    @staticmethod
+    def _check_numeric(x: dict) -> None:
+        """Every value of x is a number (or None), before anything is built or learned."""
+        for name, v in x.items():
+            if v is not None and not isinstance(v, (numbers.Real, np.bool_)):  # bool, int, float, numpy
                 raise InputError(
                     f"feature {name!r} has a non-numeric value {v!r}: encode it first, e.g. "
                     "compose.SelectType(str) | preprocessing.OneHotEncoder() in the pipeline")
+
+    def _vector(self, x: dict) -> Tensor:
+        """x as a tensor in the fixed feature order; missing features (or None) are 0, features
+        not seen at the first learn_one are ignored."""
+        self._check_numeric(x)
+        values = [0.0 if x.get(name) is None else float(x[name]) for name in self._features]
         return torch.tensor(values, dtype=DTYPES[self.dtype])
 
     # -- the model --------------------------------------------------------------------------

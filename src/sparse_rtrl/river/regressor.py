@@ -73,6 +73,7 @@ class RTRLRegressor(RecurrentEstimator, base.Regressor):
         self._init_options(cell, hidden, rule, k, rule_options, optimizer, lr, seed, dtype)
 
     def learn_one(self, x: dict, y: float) -> None:
+        self._check_numeric(x)  # before the model is built from x's features
         if self._learner is None:
             self._build(x, 1)
         target = torch.tensor([float(y)], dtype=DTYPES[self.dtype])

@@ -29,12 +29,19 @@ def read_csv(path: str | Path, target: str, features: list[str] | None = None) -
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]  # blank lines are not rows
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark Excel writes
+        reader = csv.reader(f)
+        numbered = [(reader.line_num, r) for r in reader]
+    numbered = [(n, r) for n, r in numbered if r and any(c.strip() for c in r)]  # blank lines are not rows
+    lines = [n for n, _ in numbered]
+    rows = [r for _, r in numbered]
     if not rows:
         raise InputError(f"{path} is empty: expected a header row naming the columns, then one row per step")
     header = [c.strip() for c in rows[0]]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise InputError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once: "
+                         "give every column its own name")
     if len(rows) < 2:
         raise InputError(f"{path} has a header but no data rows")
     if target not in header:
@@ -51,7 +58,7 @@ def read_csv(path: str | Path, target: str, features: list[str] | None = None) -
     used = [header.index(c) for c in [*features, target]]
     data = np.empty((len(rows) - 1, len(used)))
     for i, row in enumerate(rows[1:]):
-        line = i + 2
+        line = lines[i + 1]  # the file's own line number, blank lines counted
         if len(row) != len(header):
             raise InputError(f"{path} line {line}: {len(row)} fields, but the header has {len(header)}")
         for j, col in enumerate(used):

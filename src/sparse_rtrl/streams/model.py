@@ -27,9 +27,10 @@ def _choose(what: str, value: Any, table: dict) -> None:
         raise ConfigurationError(f"unknown {what} {value!r}: choose one of {', '.join(sorted(table))}")
 
 
-def rule_options(rule: str, k: int | None, options: dict | None, seed: int) -> dict[str, Any]:
-    """The rule's keyword options: ``options``, plus k for "sparse" (default 4; an error with
-    any other rule) and ``seed`` for the rules that draw random numbers."""
+def rule_options(rule: str, k: int | None, options: dict | None, seed: int, hidden: int | None = None) -> dict[str, Any]:
+    """The rule's keyword options: ``options``, plus k for "sparse" (default 4, at most the
+    ``hidden`` units; an error with any other rule) and ``seed`` for the rules that draw
+    random numbers."""
     _choose("rule", rule, RULES)
     kwargs = dict(options or {})
     if k is not None:
@@ -37,7 +38,7 @@ def rule_options(rule: str, k: int | None, options: dict | None, seed: int) -> d
             raise ConfigurationError(f"k applies to rule='sparse' only, but rule={rule!r}: drop k or use rule='sparse'")
         kwargs["k"] = k
     elif rule == "sparse" and "k" not in kwargs:
-        kwargs["k"] = DEFAULT_K
+        kwargs["k"] = DEFAULT_K if hidden is None else min(DEFAULT_K, hidden)
     if "seed" in {f.name for f in dataclasses.fields(RULES[rule])} and "seed" not in kwargs:
         kwargs["seed"] = seed
     return kwargs
@@ -56,7 +57,7 @@ def check_options(cell: str, hidden: int, rule: str, k: int | None, options: dic
     if options is not None and not isinstance(options, dict):
         raise ConfigurationError(f"rule options must be a dict such as {{'window': 8}}, got {options!r}")
     # a throwaway learner: a wrong option or k out of range fails now, not at the first sample
-    OnlineLearner(CELLS[cell](1, hidden), rule, **rule_options(rule, k, options, 0))
+    OnlineLearner(CELLS[cell](1, hidden), rule, **rule_options(rule, k, options, 0, hidden))
 
 
 def new_readout(hidden: int, outputs: int, dtype: torch.dtype, generator: torch.Generator | None) -> nn.Linear:
@@ -83,7 +84,7 @@ def build_model(input_size: int, outputs: int, *, cell: str = "vanilla", hidden:
     g = torch.Generator().manual_seed(seed)
     c = CELLS[cell](input_size, hidden, dtype=DTYPES[dtype])
     c.reset_parameters(generator=g)
-    learner = OnlineLearner(c, rule, **rule_options(rule, k, options, seed))
+    learner = OnlineLearner(c, rule, **rule_options(rule, k, options, seed, hidden))
     readout = new_readout(hidden, outputs, DTYPES[dtype], g)
     opt = OPTIMIZERS[optimizer]([{"params": list(learner.parameters())}, {"params": list(readout.parameters())}],
                                 lr=lr)

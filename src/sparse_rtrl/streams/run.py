@@ -124,5 +124,16 @@ def write_outputs(out: str | Path, series: Series, config: StreamConfig, run: St
             w.writerow([int(run.rows[i]), repr(float(run.y[i])), repr(float(run.y_hat[i])), repr(float(abs(e[i]))),
                         repr(float(running_mae[i])), repr(float(running_rmse[i]))])
     s = summary(series, config, run)
-    (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(_strict(s), indent=2, allow_nan=False) + "\n")
     return s
+
+
+def _strict(x):
+    """NaN and inf (no scored row, a diverged run) as null: summary.json stays strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    return x

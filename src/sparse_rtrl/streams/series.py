@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class Series:
@@ -98,7 +100,8 @@ class ForecastingStream:
             ml, sl = running_moments(lag, include_current=True)
             cols.append((lag - ml) / sl)
         if not cols:
-            raise ValueError("no inputs: give feature columns or keep the lagged target")
+            raise InputError("no inputs: this stream has no feature columns and --no-lagged-target drops the "
+                             "previous target too; give --features or keep the lagged target")
         return cls(np.concatenate(cols, axis=1), (r - mr) / sr, base, mr, sr, s + 2)
 
     def unscale(self, z_hat: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -41,7 +41,10 @@ def check_private(path: str, folder: bool = True) -> None:
     """Raise :class:`CacheError` unless ``path`` is owned by this user and not writable by
     group or others (and, for a folder, is a directory)."""
     what = "kernel cache folder" if folder else "cached kernel library"
-    st = os.stat(path)
+    st = os.lstat(path)  # a link is not followed: its target could be swapped after the check
+    if stat.S_ISLNK(st.st_mode):
+        raise CacheError(f"the {what} {path} is a symbolic link: give its real path in {CACHE_ENV} "
+                         "(a link could be repointed between the check and the load)")
     if folder and not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"the {what} {path} is not a directory: remove it or set {CACHE_ENV} "
                          "to a private folder")
@@ -87,7 +90,7 @@ def locate(filename: str) -> tuple[str, str | None]:
     folder exists but is not private: that is a possible attack, so it is refused rather
     than silently replaced.
     """
-    root = user_dir()
+    root = os.path.realpath(user_dir())  # links in the path resolved once; the folder itself is checked
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as err:
