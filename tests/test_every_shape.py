@@ -1,12 +1,13 @@
-"""Every transport rule × every cell × every input shape a user can pass, against an
-independent oracle in float64.
+"""Every transport rule × every cell × every input shape a user can pass × float64 and
+float32, against an independent oracle computed in float64.
 
 A bug that lives only at B = 1 (a squeeze, a broadcast of a bias, one gradient buffer
 handed to two parameters) passes every test that uses B = 2; this suite runs each rule with
 x of shape ``(I,)``, ``(1, I)`` and ``(B, I)`` on a solo cell, and ``(I,)``, ``(B, I)``,
 ``(E, 1, I)`` and ``(E, B, I)`` on an ensemble, and compares the accumulated ``.grad`` step
 by step with the rule's definition computed per stream from autodiff J_t and Ī_t of
-torch's own cells (or the custom cell's plain step function):
+torch's own cells (or the custom cell's plain step function), to 1e-10 in float64 and 1e-4
+in float32 (the oracle then uses the float32 parameters' exact values):
 
     full        M_t = J_t M_{t−1} + Ī_t          (= BPTT)
     immediate   M_t = Ī_t
@@ -90,15 +91,16 @@ def independent_step(cell, kind):
         names = ["w", "u", "g"]
         return lambda ps, s, x: custom_step(dict(zip(names, ps)), s, x)
     base = kind[6:].replace("rnn", "vanilla") if kind.startswith("torch-") else kind
-    twin = cell if kind.startswith("torch-") else torch_twin(cell, base)
-    step = torch_step(copy.deepcopy(twin), base)
+    twin = cell if kind.startswith("torch-") else torch_twin(copy.deepcopy(cell).double(), base)
+    step = torch_step(copy.deepcopy(twin).double(), base)
     return lambda ps, s, x: step(ps, s.unsqueeze(0), x.unsqueeze(0)).squeeze(0)
 
 
 def parameters_of(cell):
+    """The cell's parameters in float64 (a float32 cell's values, exactly, in float64)."""
     from sparse_rtrl.cells import as_cell
 
-    return [p.detach().clone() for p in as_cell(cell).transported_parameters()]
+    return [p.detach().clone().double() for p in as_cell(cell).transported_parameters()]
 
 
 def pattern(kind, cell, step, params, N, I):
@@ -224,10 +226,11 @@ def truncated_grad(step, params, past, xs, t, window, r_t, H):
 
 # -- the runs ---------------------------------------------------------------------------------
 
-def run(name, options, kind, shape, ensemble):
-    """Learner increments ``[t][e][param]`` (flattened per member), the oracle's, and h shapes."""
+def run(name, options, kind, shape, ensemble, dtype=torch.float64):
+    """Learner increments ``[t][e][param]`` (flattened per member) in ``dtype``, and the
+    oracle's, computed in float64 from the same (possibly float32-rounded) parameters."""
     members, streams, shared = layout(shape, ensemble)
-    cells = [solo_cell(kind, seed=s) for s in range(members)]
+    cells = [solo_cell(kind, seed=s).to(dtype) for s in range(members)]
     I, n = cell_input_size(cells[0]), cell_hidden_size(cells[0])
     g = torch.Generator().manual_seed(17)
     X = torch.randn(T, members, streams, I, generator=g, dtype=torch.float64)
@@ -243,13 +246,13 @@ def run(name, options, kind, shape, ensemble):
     increments, masks = [], [] if name == "sparse" else None
     for t in range(T):
         before = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
-        h = learner.step(user_input(X, t, shape))
+        h = learner.step(user_input(X, t, shape).to(dtype))
         assert h.shape == expected_h_shape(shape, ensemble, n)
         if masks is not None:
             K = learner.transport.current_mask(learner.transport_state).to(torch.float64)
             masks.append(K * rescale_weight(learner, K.shape[-1]))
-        learner.backward(loss_of(r, t, h.reshape(members, streams, n)))
-        inc = [p.grad - b0 for p, b0 in zip(params, before)]
+        learner.backward(loss_of(r.to(dtype), t, h.reshape(members, streams, n)))
+        inc = [(p.grad - b0).double() for p, b0 in zip(params, before)]
         if not ensemble:
             inc = [x.unsqueeze(0) for x in inc]
         increments.append([[x[e].reshape(-1) for x in inc] for e in range(members)])
@@ -274,31 +277,37 @@ def supported(name, options, kind):
     return unsupported_reason(name, solo_cell(kind), **options) is None
 
 
+#: dtype → the tolerance of the learner's increments against the float64 oracle
+DTYPES = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
 def grid(cases):
-    """(case, kind, shape, ensemble) for every solo and ensemble input shape."""
+    """(case, kind, shape, ensemble, dtype) for every solo and ensemble input shape."""
     out = []
-    for case in cases:
-        for kind in KINDS:
-            for shape in SOLO_SHAPES:
-                out.append(pytest.param(case, kind, shape, False, id=f"{case_id(case)}-{kind}-{shape}"))
-            if kind.startswith("torch-"):
-                continue  # torch's cells have no ensemble form; ours stand in for them
-            for shape in ENSEMBLE_SHAPES:
-                out.append(pytest.param(case, kind, shape, True, id=f"{case_id(case)}-{kind}-E{shape}"))
+    for dtype in DTYPES:
+        tag = "" if dtype == torch.float64 else "-f32"
+        for case in cases:
+            for kind in KINDS:
+                for shape in SOLO_SHAPES:
+                    out.append(pytest.param(case, kind, shape, False, dtype, id=f"{case_id(case)}-{kind}-{shape}{tag}"))
+                if kind.startswith("torch-"):
+                    continue  # torch's cells have no ensemble form; ours stand in for them
+                for shape in ENSEMBLE_SHAPES:
+                    out.append(pytest.param(case, kind, shape, True, dtype, id=f"{case_id(case)}-{kind}-E{shape}{tag}"))
     return out
 
 
-@pytest.mark.parametrize("case,kind,shape,ensemble", grid(CASES))
-def test_rule_equals_its_definition_for_every_input_shape(case, kind, shape, ensemble):
+@pytest.mark.parametrize("case,kind,shape,ensemble,dtype", grid(CASES))
+def test_rule_equals_its_definition_for_every_input_shape(case, kind, shape, ensemble, dtype):
     name, options = case
     if not supported(name, options, kind):
         pytest.skip(f"{name} does not serve {kind}")
-    increments, reference = run(name, options, kind, shape, ensemble)
+    increments, reference = run(name, options, kind, shape, ensemble, dtype)
     for t, (got, want) in enumerate(zip(increments, reference)):
         for e, (ge, we) in enumerate(zip(got, want)):
             for i, (a, b) in enumerate(zip(ge, we)):
                 err = rel_err(a, b)
-                assert err < 1e-10, f"step {t}, member {e}, parameter {i}: relative error {err:.2e}"
+                assert err < DTYPES[dtype], f"step {t}, member {e}, parameter {i}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("case", RANDOM_CASES, ids=case_id)
