@@ -7,22 +7,13 @@ import json
 import math
 from pathlib import Path
 
+from .._json import json_safe
 from ..tasks import make_task
 from .families import FAMILIES, evaluate_claims
 from .metrics import coefficient_of_variation, summarize
 from .results import load_results, read_json
 from .views import NOT_REQUESTED, NUMERIC_RULE, ExperimentView, Request, fmt
 from .selection import describe
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _num(x: float, digits: int = 4) -> str:
@@ -151,7 +142,7 @@ def build_report(out: Path | str) -> Path:
     for family in FAMILIES:
         figures.extend(family.figures(views, figs))
 
-    (out / "claims.json").write_text(json.dumps(_json_safe([c.to_json() for c in claims]), indent=1) + "\n")
+    (out / "claims.json").write_text(json.dumps(json_safe([c.to_json() for c in claims]), indent=1) + "\n")
 
     sweep = read_json(out / "sweep.json") or {}
     lines = [f"# sparse_rtrl — reproduction of arXiv 2603.15195 ({data['profile']} profile)", ""]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._json import json_safe
 from ..evaluate import Progress, Recorder, RunningError, prequential
 from .model import DTYPES, build_model
 from .series import ForecastingStream, Series
@@ -124,16 +125,6 @@ def write_outputs(out: str | Path, series: Series, config: StreamConfig, run: St
             w.writerow([int(run.rows[i]), repr(float(run.y[i])), repr(float(run.y_hat[i])), repr(float(abs(e[i]))),
                         repr(float(running_mae[i])), repr(float(running_rmse[i]))])
     s = summary(series, config, run)
-    (out / "summary.json").write_text(json.dumps(_strict(s), indent=2, allow_nan=False) + "\n")
+    (out / "summary.json").write_text(json.dumps(json_safe(s), indent=2, allow_nan=False) + "\n")
     return s
 
-
-def _strict(x):
-    """NaN and inf (no scored row, a diverged run) as null: summary.json stays strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
-    return x
