@@ -32,10 +32,11 @@ from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting
                      not_requested, numeric_verdict)
 from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import coefficient_of_variation
+from .paper import C9_RECOVERY
 
 CLAIM = "BCI cross-session drift, k=4: recovery and stability vs full RTRL"
 PAPER = "80 ± 11 %"
-PAPER_MEAN, PAPER_STD = 80.0, 11.0
+PAPER_MEAN, PAPER_STD = C9_RECOVERY
 
 #: setting → (experiment name, claim id, what the row is about)
 SETTINGS = {
@@ -181,7 +182,8 @@ def _absent(setting: str, text: str, request: Request | None) -> ClaimResult:
                f"SPARSE_RTRL_DATA)")
         return ClaimResult(cid, text, PAPER, "not measured", why, measured="data absent")
     if request is not None:  # asked for, yet not run: the files were not there when the sweep ran
-        why = (f"not measured: data absent when the sweep ran ({files} are under {base} now: run "
+        verb = "is" if len(REAL_FILES[setting]) == 1 else "are"
+        why = (f"not measured: data absent when the sweep ran ({files} {verb} under {base} now: run "
                f"reproduce again to measure it)")
         return ClaimResult(cid, text, PAPER, "not measured", why, measured="data absent")
     return not_requested(cid, text, PAPER, [name])

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import plots
 from .metrics import Summary, coefficient_of_variation, summarize
+from .paper import C1_RECOVERY, C11_RECOVERY
 from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt, missing,
                     numeric_verdict)
 
@@ -27,7 +28,7 @@ def c1(v):
     details += [f"{what}: {fmt(e.recovery_summary(label))}"
                 for label, what in (("immediate", "immediate (k = 0)"), ("readout", "readout only (cell frozen)"))
                 if e.complete(label)]
-    return ClaimResult(cid, claim, paper, numeric_verdict(s, 84, 6), NUMERIC_RULE, s, fmt(s), details)
+    return ClaimResult(cid, claim, paper, numeric_verdict(s, *C1_RECOVERY), NUMERIC_RULE, s, fmt(s), details)
 
 
 def c2(v):
@@ -199,7 +200,7 @@ def c11(v):
     if e is None or not e.complete("frozen", "full", "sparse k=4"):
         return missing(cid, claim, paper, v, ("sine_vanilla_sgd",))
     s = e.recovery_summary("sparse k=4")
-    return ClaimResult(cid, claim, paper, numeric_verdict(s, 92, 1), NUMERIC_RULE, s, fmt(s),
+    return ClaimResult(cid, claim, paper, numeric_verdict(s, *C11_RECOVERY), NUMERIC_RULE, s, fmt(s),
                        [f"immediate (k = 0) under SGD: {fmt(e.recovery_summary('immediate'))}"])
 
 

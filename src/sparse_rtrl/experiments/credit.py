@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import FROZEN, READOUT, Experiment, Method
+from .paper import C1_RECOVERY, C11_RECOVERY
 from .plotting import mean_std, pyplot, save
 from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt, missing,
                     numeric_verdict)
@@ -180,7 +181,8 @@ def t1(v):
     details.append(f"k = N = {e.config.hidden_size} (full RTRL): 100 % by definition")
     details.append(f"C4's step rule here (k = 0 < 25 % and every k ≥ 1 ≥ 60 %): {'holds' if step else 'does not hold'}")
     measured = ", ".join(f"k={k}: {r.mean:.0f}" for k, r in rows.items()) + " %"
-    return ClaimResult(cid, claim, paper, numeric_verdict(s, 84, 6), NUMERIC_RULE + " (on k = 4)", s, measured, details)
+    return ClaimResult(cid, claim, paper, numeric_verdict(s, *C1_RECOVERY), NUMERIC_RULE + " (on k = 4)", s,
+                       measured, details)
 
 
 def t2(v):
@@ -278,7 +280,7 @@ def t5(v):
             "survives a shift that needs transport); C11's half: SGD k = 4 by the numeric rule against 92 ± 1; "
             "verdict: reproduced when both hold, partly when one does, not reproduced otherwise")
     c12 = rows[("adam", "float64", "immediate")].mean >= 80
-    c11 = numeric_verdict(rows[("sgd", "float32", "sparse k=4")], 92, 1) == "reproduced"
+    c11 = numeric_verdict(rows[("sgd", "float32", "sparse k=4")], *C11_RECOVERY) == "reproduced"
     verdict = "reproduced" if c11 and c12 else "partly" if c11 or c12 else "not reproduced"
     details = [f"{r} · {o} · {d}: {fmt(s)}" for (o, d, r), s in rows.items()]
     key = rows[("sgd", "float32", "sparse k=4")]
@@ -376,7 +378,7 @@ def _recovery_vs_k_figure(e: ExperimentView, path: Path) -> str | None:
     ax.errorbar(xs + [n], [m for m, _ in recs] + [100], yerr=[s for _, s in recs] + [0], marker="o", capsize=3)
     ro, _ = mean_std(e.recoveries("readout")) if e.complete("readout") else (math.nan, 0)
     ax.axhline(ro, color="tab:gray", ls=":", lw=1, label=f"readout only: {ro:.0f} %")
-    ax.axhline(84, color="tab:red", ls="--", lw=1, label="paper, k=4 (sine task): 84 %")
+    ax.axhline(C1_RECOVERY[0], color="tab:red", ls="--", lw=1, label=f"paper, k=4 (sine task): {C1_RECOVERY[0]:g} %")
     for a in (ax, bx):
         a.set_xscale("symlog", linthresh=1)
         a.set_xticks(xs + [n], [str(x) for x in xs + [n]])

@@ -10,6 +10,7 @@ import numpy as np
 from .plotting import mean_std as _mean_std
 from .plotting import pyplot as _plt
 from .plotting import save as _save
+from .paper import C1_RECOVERY, C2_RECOVERY
 from .views import ExperimentView
 
 
@@ -26,7 +27,7 @@ def recovery_vs_k(e: ExperimentView, path: Path) -> str | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="measured (mean ± std over seeds)")
-    ax.axhline(84, color="tab:red", ls="--", lw=1, label="paper, k=4: 84 %")
+    ax.axhline(C1_RECOVERY[0], color="tab:red", ls="--", lw=1, label=f"paper, k=4: {C1_RECOVERY[0]:g} %")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel(f"paths kept per unit k (N = {n}; k = {n} is full RTRL)")
@@ -44,7 +45,8 @@ def recovery_vs_n(rows: list[tuple[int, list]], path: Path) -> str | None:
     ns = [n for n, _ in rows]
     ms = [_mean_std(r) for _, r in rows]
     ax.errorbar(ns, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label="measured, k=4")
-    ax.plot([64, 256], [84, 78], "r--", lw=1, label="paper: 84 → 78 %")
+    paper_n, paper_r = zip(*sorted(C2_RECOVERY.items()))
+    ax.plot(paper_n, paper_r, "r--", lw=1, label=f"paper: {paper_r[0]:g} → {paper_r[-1]:g} %")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("hidden units n")
