@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--data-dir", default=None,
                    help="folder of the shared recordings for the C9 (BCI) experiments "
-                        "(default: $SPARSE_RTRL_DATA, else ../shared/data if it exists)")
+                        "(default: $SPARSE_RTRL_DATA, else shared/data beside the source checkout)")
     r.add_argument("--session-a", default=None, help="C9 on your own data: the training session "
                    "(.npz/.mat binned counts, MATLAB v7.3 Indy file or .nwb)")
     r.add_argument("--session-b", default=None, help="C9 on your own data: the later session to adapt to")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..tasks import make_task
-from ..tasks.bci import CHEWIE_FILES, STEVENSON_FILE, available, default_data_dir
+from ..tasks.bci import CHEWIE_FILES, STEVENSON_FILE, available, default_data_dir, expected_data_dir
 from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
                      not_requested, numeric_verdict)
 from .config import FROZEN, READOUT, Experiment, Method
@@ -70,7 +70,8 @@ HOLDOUT = 0.25
 def experiments(profile: str, data_dir: Path | str | None = None,
                 session_files: tuple[str, str] | None = None, bin_size: float | None = None) -> list[Experiment]:
     """The C9 experiments of ``profile``: the synthetic one always; Chewie and Stevenson when
-    their files are under ``data_dir`` (default: ``$SPARSE_RTRL_DATA``, else ../shared/data);
+    their files are under ``data_dir`` (default: ``$SPARSE_RTRL_DATA``, else shared/data beside
+    the source checkout);
     ``bci_files`` when ``session_files`` = (session A, session B) is given (``bin_size`` in s
     for spike-time files). Paths are made absolute, so result keys do not depend on the
     current directory."""
@@ -177,7 +178,7 @@ def _absent(setting: str, text: str, request: Request | None) -> ClaimResult:
                 if request.inferred and (base is None or not available(setting, base)) else "")
         return not_requested(cid, text, PAPER, [name], hint)
     if base is None or not available(setting, base):
-        where = base if base is not None else "../shared/data"
+        where = base if base is not None else expected_data_dir()
         why = (f"not measured: data absent ({files} not found under {where}; pass --data-dir or set "
                f"SPARSE_RTRL_DATA)")
         return ClaimResult(cid, text, PAPER, "not measured", why, measured="data absent")

@@ -57,14 +57,20 @@ _MIN_STD = 1e-9
 #: the options each source reads (the fields of its type in bci_sources), with their defaults
 _SOURCE_SPECIFIC = tuple(dict.fromkeys(o for opts in SOURCE_OPTIONS.values() for o in opts))
 
+#: the source checkout this module runs from (src/sparse_rtrl/tasks/bci.py → the repository)
+_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
 def default_data_dir() -> Path | None:
     """Where the shared recordings are looked for: ``$SPARSE_RTRL_DATA`` if set, else
-    ``../shared/data`` relative to the current directory if it exists, else None."""
+    ``shared/data`` beside the source checkout (``<checkout>/../shared/data``) if it exists,
+    else None. Never relative to the current directory: the same command finds the same
+    files wherever it is run from."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    here = Path("../shared/data")
-    return here if here.is_dir() else None
+    beside = _CHECKOUT.parent / "shared" / "data"
+    return beside if (_CHECKOUT / "pyproject.toml").is_file() and beside.is_dir() else None
 
 
 def data_files(source: str, data_dir=None) -> list[Path]:
@@ -74,8 +80,13 @@ def data_files(source: str, data_dir=None) -> list[Path]:
     if names is None:
         raise ConfigurationError(f"source {source!r} reads no shared recording; the real ones are chewie, stevenson")
     if base is None:
-        base = Path("../shared/data")
+        base = expected_data_dir()  # absent: the paths an error message names
     return [base / n for n in names]
+
+
+def expected_data_dir() -> Path:
+    """Where :func:`default_data_dir` looks when ``$SPARSE_RTRL_DATA`` is unset."""
+    return _CHECKOUT.parent / "shared" / "data"
 
 
 def available(source: str, data_dir=None) -> bool:
@@ -152,7 +163,7 @@ class BCI(AbstractTask):
     """stevenson: the fraction of the recording that forms session A, the rest is B (unset: 0.5)."""
     data_dir: str | None = None
     """chewie, stevenson: the folder of the shared recordings (None: $SPARSE_RTRL_DATA,
-    else ../shared/data relative to the current directory)."""
+    else shared/data beside the source checkout)."""
     session_a: str | None = None
     """files: session A (.npz or MATLAB v5 .mat of binned counts, MATLAB v7.3 Indy file or
     NWB file)."""

@@ -44,7 +44,8 @@ class Chewie:
     """Two recorded sessions of monkey Chewie, 77 days apart (the shared recordings)."""
 
     data_dir: str | None = None
-    """the folder of the shared recordings (None: $SPARSE_RTRL_DATA, else ../shared/data)."""
+    """the folder of the shared recordings (None: $SPARSE_RTRL_DATA, else shared/data beside the
+    source checkout)."""
     holdout: float = 0.25
     """the fraction of session A's last bins kept out of regime A's stream (the pretraining
     data): the bins streamed before the shift come from them, so the frozen decoder's loss
@@ -64,7 +65,8 @@ class Stevenson:
     SIMULATED drift."""
 
     data_dir: str | None = None
-    """the folder of the shared recordings (None: $SPARSE_RTRL_DATA, else ../shared/data)."""
+    """the folder of the shared recordings (None: $SPARSE_RTRL_DATA, else shared/data beside the
+    source checkout)."""
     drift: float = 0.5
     """d of simulate_drift, in [0, 1]."""
     drift_seed: int = 0
