@@ -67,21 +67,30 @@ def predict_and_score(
 ) -> tuple[Tensor, Tensor]:
     """Test: h_t = learner.step(x_t), ŷ_t = readout(h_t), L_t = loss(ŷ_t, y_t).
 
-    A non-finite target raises :class:`InputError` before anything changes; a non-finite
-    loss from a finite target raises :class:`DivergenceError` (the learner's state has
-    advanced to s_t, nothing has been learned from step t).
+    A non-finite loss raises before anything is learned: :class:`InputError` when the
+    target is NaN or inf, else :class:`DivergenceError`. The learner's state has advanced
+    to s_t either way.
     """
-    if isinstance(y, Tensor) and y.is_floating_point() and not bool(torch.isfinite(y).all()):
-        raise InputError(f"the target of step {learner.steps} contains NaN or inf: clean the stream (drop the "
-                         "sample, or give y = None to step without a score); nothing was changed")
+    y_hat, value, _ = _score(learner, readout, x, y, loss)
+    return y_hat, value
+
+
+def _score(learner, readout, x, y, loss) -> tuple[Tensor, Tensor, list[float]]:
+    """:func:`predict_and_score` plus the loss's values as floats: one host sync for both the
+    record and the finiteness check (the target is looked at only when the loss is bad)."""
     h = learner.step(x)
     y_hat = readout(h)
     value = loss(y_hat, y)
-    if not bool(torch.isfinite(value.detach()).all()):
-        raise DivergenceError(learner.steps - 1, "loss",
-                              "(The prediction was non-finite for a finite target; the state has advanced "
-                              "past it, and nothing was learned from this step.)")
-    return y_hat, value
+    values = value.detach().reshape(-1).tolist()
+    if all(math.isfinite(v) for v in values):
+        return y_hat, value, values
+    if isinstance(y, Tensor) and y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise InputError(f"the target of step {learner.steps - 1} contains NaN or inf: clean the stream (drop "
+                         "the sample, or give y = None to step without a score); the state has advanced "
+                         "past it, nothing was learned from it")
+    raise DivergenceError(learner.steps - 1, "loss",
+                          "(The prediction was non-finite for a finite target; the state has advanced "
+                          "past it, and nothing was learned from this step.)")
 
 
 def learn(learner: AbstractOnlineLearner, value: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
@@ -215,9 +224,7 @@ def prequential(
                 for f in on_skip:
                     f(t)
                 continue
-            y_hat, value = predict_and_score(learner, readout, x, y, loss)  # predict → score
-            detached = value.detach()
-            vals = detached.reshape(-1).tolist()
+            y_hat, value, vals = _score(learner, readout, x, y, loss)  # predict → score
             width = len(vals) if width is None else width
             score = vals[0] if len(vals) == 1 else tuple(vals)
             losses.append(score)
