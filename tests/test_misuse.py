@@ -125,3 +125,21 @@ def test_reset_state_after_moving_the_cell_lets_the_stream_go_on():
     learner.reset_state()
     h = learner.step(torch.ones(3, dtype=torch.float64))
     assert h.dtype == torch.float64 and learner.influence().dtype == torch.float64
+
+
+def test_a_failed_window_backward_leaves_the_gradients_as_they_were():
+    """An error inside autograd (here: the window's graph already freed) must not leave the
+    zeroed .grad the window backward sets up: a caught error followed by an optimizer step
+    would otherwise move Adam by momentum on phantom zeros."""
+    cell = make_cell("vanilla")
+    learner = OnlineLearner(cell, "tbptt", window=3)
+    h = learner.step(torch.randn(3, dtype=torch.float64))
+    loss = h.pow(2).sum()
+    learner.backward(loss)
+    grads = [p.grad.clone() for p in cell.parameters()]
+    for p in cell.parameters():
+        p.grad = None
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        learner.backward(loss)
+    assert all(p.grad is None for p in cell.parameters())
+    assert all(torch.isfinite(g).all() for g in grads)

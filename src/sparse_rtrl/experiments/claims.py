@@ -13,8 +13,8 @@ import numpy as np
 from . import plots
 from .metrics import Summary, coefficient_of_variation, summarize
 from .paper import C1_RECOVERY, C11_RECOVERY
-from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt, missing,
-                    numeric_verdict)
+from .views import (NUMERIC_RULE, SPREAD_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
+                    missing, numeric_verdict, spread_verdict)
 
 def c1(v):
     cid, claim, paper = "C1", "sparse k=4 of n=64, vanilla RNN: recovery vs full RTRL", "84 ± 6 %"
@@ -64,10 +64,8 @@ def c3(v):
         return missing(cid, claim, paper, v, ("sine_vanilla",))
     sums = {l: e.recovery_summary(l) for l in labels}
     means = [s.mean for s in sums.values()]
-    spread = max(means) - min(means)
-    rule = ("reproduced: the largest difference between the three mean recoveries ≤ 10 points; "
-            "partly: ≤ 20 points; not reproduced: otherwise")
-    verdict = "reproduced" if spread <= 10 else "partly" if spread <= 20 else "not reproduced"
+    spread, verdict = spread_verdict(means)
+    rule = SPREAD_RULE
     details = [f"{l.replace('sparse k=4', 'random') if l == 'sparse k=4' else l}: {fmt(s)}" for l, s in sums.items()]
     for extra in ("sparse k=4 column", "sparse k=4 fixed mask", "sparse k=4 rescaled"):
         if e.complete(extra):

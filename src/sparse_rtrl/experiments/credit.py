@@ -30,8 +30,8 @@ import numpy as np
 from .config import FROZEN, READOUT, Experiment, Method
 from .paper import C1_RECOVERY, C11_RECOVERY
 from .plotting import mean_std, pyplot, save
-from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt, missing,
-                    numeric_verdict)
+from .views import (NUMERIC_RULE, SPREAD_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
+                    missing, numeric_verdict, spread_verdict)
 
 LAG = 5  # d: full RTRL learns it within the window at n = 32 and 64 (docs/tasks.md, "the lag dial")
 GATED_LAG = 3  # d for LSTM and GRU (T4), see experiments()
@@ -193,14 +193,11 @@ def t2(v):
         return missing(cid, claim, paper, v, ("credit_n64",))
     sums = {l: e.recovery_summary(l) for l in labels}
     means = [s.mean for s in sums.values()]
-    spread = max(means) - min(means)
-    rule = ("inconclusive: random k = 4 recovers < 20 % (nothing to choose between); else reproduced: the "
-            "largest difference between the mean recoveries ≤ 10 points; partly: ≤ 20 points; not reproduced")
+    spread, verdict = spread_verdict(means)
+    rule = "inconclusive: random k = 4 recovers < 20 % (nothing to choose between); else C3's rule, " + SPREAD_RULE
     base = sums["sparse k=4"]
     if not base.n_scored or base.mean < 20:
         verdict = "inconclusive"
-    else:
-        verdict = "reproduced" if spread <= 10 else "partly" if spread <= 20 else "not reproduced"
     details = [f"{'random' if l == 'sparse k=4' else l}: {fmt(s)}; {_cos(e, l)}" for l, s in sums.items()]
     return ClaimResult(cid, claim, paper, verdict, rule, base,
                        f"spread {spread:.1f} points (" + ", ".join(f"{m:.0f}" for m in means) + " %)", details)

@@ -182,3 +182,14 @@ def missing(cid: str, claim: str, paper: str, v=None, needs=(), why: str = "not 
     if absent:
         return not_requested(cid, claim, paper, absent)
     return ClaimResult(cid, claim, paper, "not yet measured", why)
+
+
+#: C3's written rule on the spread of mean recoveries across selection strategies
+SPREAD_RULE = ("reproduced: the largest difference between the mean recoveries ≤ 10 points; "
+               "partly: ≤ 20 points; not reproduced: otherwise")
+
+
+def spread_verdict(means) -> tuple[float, str]:
+    """(max − min of the mean recoveries, its verdict by :data:`SPREAD_RULE`)."""
+    spread = max(means) - min(means)
+    return spread, "reproduced" if spread <= 10 else "partly" if spread <= 20 else "not reproduced"
