@@ -17,11 +17,12 @@ linear readout to one output, squared error, plain SGD):
     immediate   M' = Ī                                  (never formed: g = (δ ⊙ D) ⊗ u)
     δ = ∂L/∂h',  g = δ·M',  θ ← θ − η g;  the readout learns by its true gradient.
 
-The library runs its public API: ``learner.step`` → readout → loss → ``learner.backward`` →
-``torch.optim.SGD.step`` → ``zero_grad``. JAX runs one jitted call per step (state in, state
-out, ``block_until_ready``), the online loop a user would write. Before timing, both compute
-the gradients of 5 steps in float64 from the same parameters with the same fixed masks, and
-they must agree to 1e-10. CPU time (``time.process_time``) is robust to other jobs; the
+The library runs two of its public APIs: the fused step (``sparse_rtrl.fused.FusedStep``: one
+``step(x, y)`` call predicts, scores and learns) and the general learner (``learner.step`` →
+readout → loss → ``learner.backward`` → ``torch.optim.SGD.step`` → ``zero_grad``). JAX runs one
+jitted call per step (state in, state out, ``block_until_ready``), the online loop a user would
+write. Before timing, all three compute the gradients of 5 steps in float64 from the same
+parameters with the same fixed masks, and they must agree to 1e-10. CPU time (``time.process_time``) is robust to other jobs; the
 machine's load average is printed with the table.
 """
 
@@ -120,6 +121,20 @@ def library(rule: str, N: int, dtype, lr: float, seed=0, fixed=None):
     return cell, readout, learner, opt
 
 
+def fused(rule: str, N: int, dtype, lr: float, seed=0, fixed=None):
+    from sparse_rtrl.fused import FusedStep
+
+    cell, readout, learner, _ = library(rule, N, dtype, lr, seed, fixed)
+    return cell, FusedStep(cell, learner.transport, readout, lr=lr, reduction="sum")
+
+
+def fused_loop(cell, step, xs, ys, record=None):
+    for t in range(len(xs)):
+        step.step(xs[t], ys[t])
+        if record is not None:
+            record.append(step.product.g.clone())
+
+
 def library_loop(cell, readout, learner, opt, xs, ys, record=None):
     for t in range(len(xs)):
         h = learner.step(xs[t])
@@ -131,8 +146,9 @@ def library_loop(cell, readout, learner, opt, xs, ys, record=None):
         opt.zero_grad()
 
 
-def check_equal(rule: str, N: int) -> float:
-    """Largest relative gradient difference over 5 float64 steps with the same fixed masks."""
+def check_equal(rule: str, N: int) -> tuple[float, float]:
+    """Largest relative gradient difference to JAX over 5 float64 steps with the same fixed
+    masks: (learner, fused)."""
     import jax
     import jax.numpy as jnp
 
@@ -150,23 +166,26 @@ def check_equal(rule: str, N: int) -> float:
     cell, readout, learner, opt = library(rule, N, torch.float64, 0.0, fixed=fixed_t)
     xs = torch.randn(5, 1, generator=g, dtype=torch.float64)
     ys = torch.randn(5, 1, generator=g, dtype=torch.float64)
-    ours = []
+    ours, theirs = [], []
     library_loop(cell, readout, learner, opt, xs, ys, ours)
+    fcell, fstep = fused(rule, N, torch.float64, 1e-30, fixed=fixed_t)  # lr ≈ 0: θ stays put
+    fused_loop(fcell, fstep, xs, ys, theirs)
     step = jax_step_fn(rule, N, 1, 0.0, fixed_j)
     theta = jnp.asarray(flat_parameters(cell))
     ro = (jnp.asarray(readout.weight.detach().numpy()), jnp.asarray(readout.bias.detach().numpy()))
     M = jnp.zeros((N, N + 3) if rule == "snap1" else (N, theta.shape[0]))
-    h, key, worst = jnp.zeros(N), jax.random.PRNGKey(0), 0.0
+    h, key, worst, worst_fused = jnp.zeros(N), jax.random.PRNGKey(0), 0.0, 0.0
     for t in range(5):
         theta, ro, M, h, key, _, gj = step(theta, ro, M, h, jnp.asarray(xs[t].numpy()), jnp.asarray(ys[t].numpy()), key)
-        a, b = ours[t].numpy(), np.asarray(gj)
-        worst = max(worst, float(np.linalg.norm(a - b) / np.linalg.norm(b)))
+        b = np.asarray(gj)
+        worst = max(worst, float(np.linalg.norm(ours[t].numpy() - b) / np.linalg.norm(b)))
+        worst_fused = max(worst_fused, float(np.linalg.norm(theirs[t].numpy() - b) / np.linalg.norm(b)))
     jax.config.update("jax_enable_x64", False)
-    return worst
+    return worst, worst_fused
 
 
-def time_both(rule: str, N: int, steps: int, lr: float = 1e-4) -> tuple[float, float]:
-    """CPU seconds per step: (library, JAX), float32, measured in alternating blocks."""
+def time_all(rule: str, N: int, steps: int, lr: float = 1e-4) -> tuple[float, float, float]:
+    """CPU seconds per step: (learner, fused, JAX), float32, measured in alternating blocks."""
     import jax
     import jax.numpy as jnp
 
@@ -174,6 +193,7 @@ def time_both(rule: str, N: int, steps: int, lr: float = 1e-4) -> tuple[float, f
     xs = torch.randn(steps, 1, generator=g)
     ys = torch.randn(steps, 1, generator=g)
     cell, readout, learner, opt = library(rule, N, torch.float32, lr)
+    fcell, fstep = fused(rule, N, torch.float32, lr)
     step = jax_step_fn(rule, N, 1, lr)
     theta = jnp.asarray(flat_parameters(cell))
     state = [theta, (jnp.asarray(readout.weight.detach().numpy()), jnp.asarray(readout.bias.detach().numpy())),
@@ -189,16 +209,20 @@ def time_both(rule: str, N: int, steps: int, lr: float = 1e-4) -> tuple[float, f
 
     run_jax(0, min(20, steps))  # compile and warm up
     library_loop(cell, readout, learner, opt, xs[:20], ys[:20])
-    blocks, lib, jx = 4, 0.0, 0.0
+    fused_loop(fcell, fstep, xs[:20], ys[:20])
+    blocks, lib, fu, jx = 4, 0.0, 0.0, 0.0
     edges = np.linspace(0, steps, blocks + 1).astype(int)
     for lo, hi in zip(edges[:-1], edges[1:]):
         t0 = time.process_time()
         library_loop(cell, readout, learner, opt, xs[lo:hi], ys[lo:hi])
         lib += time.process_time() - t0
         t0 = time.process_time()
+        fused_loop(fcell, fstep, xs[lo:hi], ys[lo:hi])
+        fu += time.process_time() - t0
+        t0 = time.process_time()
         run_jax(lo, hi)
         jx += time.process_time() - t0
-    return lib / steps, jx / steps
+    return lib / steps, fu / steps, jx / steps
 
 
 def main() -> None:
@@ -210,22 +234,25 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}")
     for rule in args.rules:
-        err = check_equal(rule, 8)
-        print(f"gradients {rule}: library vs JAX relative difference {err:.1e} (float64, 5 steps)")
-        assert err < 1e-10, f"{rule}: the two steps do not compute the same gradient"
+        err, err_fused = check_equal(rule, 8)
+        print(f"gradients {rule}: relative difference to JAX, learner {err:.1e}, fused {err_fused:.1e} (float64, 5 steps)")
+        assert max(err, err_fused) < 1e-10, f"{rule}: the steps do not compute the same gradient"
     rows = {}
     for rule in args.rules:
         for N in args.sizes:
             steps = max(50, args.steps * 32 // N) if rule == "full" else args.steps
-            rows[rule, N] = time_both(rule, N, steps)
+            rows[rule, N] = time_all(rule, N, steps)
+            print(f"  {rule} N={N}: learner {rows[rule, N][0] * 1e3:.3f} ms, fused {rows[rule, N][1] * 1e3:.3f} ms, "
+                  f"JAX {rows[rule, N][2] * 1e3:.3f} ms", flush=True)
     head = "| rule | " + " | ".join(f"N = {N}" for N in args.sizes) + " |"
-    print("\nlibrary / JAX, CPU time per step (library ms / JAX ms); > 1: the library is slower\n")
-    print(head)
-    print("|---|" + "---|" * len(args.sizes))
-    for rule in args.rules:
-        cells = [f"{rows[rule, N][0] / rows[rule, N][1]:.2f} ({rows[rule, N][0] * 1e3:.3f} / {rows[rule, N][1] * 1e3:.3f})"
-                 for N in args.sizes]
-        print(f"| {rule} / JAX | " + " | ".join(cells) + " |")
+    for api, col in (("fused step", 1), ("learner API", 0)):
+        print(f"\n{api} / JAX, CPU time per step (library ms / JAX ms); > 1: the library is slower\n")
+        print(head)
+        print("|---|" + "---|" * len(args.sizes))
+        for rule in args.rules:
+            cells = [f"{rows[rule, N][col] / rows[rule, N][2]:.2f} ({rows[rule, N][col] * 1e3:.3f} / "
+                     f"{rows[rule, N][2] * 1e3:.3f})" for N in args.sizes]
+            print(f"| {rule} / JAX | " + " | ".join(cells) + " |")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

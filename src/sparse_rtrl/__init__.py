@@ -8,10 +8,11 @@ autodiff cell — behind one PyTorch-native learner::
     h = learner.step(x); learner.backward(loss); optimizer.step()
 """
 
-from . import cells, evaluate, transport
+from . import cells, evaluate, fused, transport
 from .cells import GRU, LSTM, FunctionalCell, VanillaRNN
 from .ensemble import StackedLinear, member_cell, new_ensemble, stack_cells
 from .errors import ConfigurationError, DivergenceError, InputError, SparseRTRLError
+from .fused import FusedStep
 from .learner import OnlineLearner
 from .transport import make_transport
 
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "DivergenceError",
     "FunctionalCell",
+    "FusedStep",
     "GRU",
     "InputError",
     "LSTM",
@@ -30,6 +32,7 @@ __all__ = [
     "VanillaRNN",
     "cells",
     "evaluate",
+    "fused",
     "make_transport",
     "member_cell",
     "new_ensemble",

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import DivergenceError, InputError
 from ..contract import AbstractOnlineLearner
+from ..fused import FusedStep
 
 Tensor = torch.Tensor
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -167,7 +168,9 @@ def prequential(
         learner: any online learner of the library's contract — an
             :class:`~sparse_rtrl.OnlineLearner` (any rule, cell, batch or ensemble) or an
             :class:`~sparse_rtrl.transformer.OnlineTransformer` — or an object with the same
-            ``step``, ``backward``, ``reset_state`` and ``steps``.
+            ``step``, ``backward``, ``reset_state`` and ``steps``. Or a
+            :class:`~sparse_rtrl.fused.FusedStep`, which brings its own readout, loss and
+            optimizer: ``prequential(fused, None, stream)``.
         readout: maps h_t to the prediction (any module or function, e.g. ``nn.Linear``).
         stream: yields ``(x, y)`` or ``(x, y, starts_new_sequence)``. ``y = None``: the
             learner steps on x without a score or an update (a warm-up or unlabelled step).
@@ -205,6 +208,7 @@ def prequential(
     """
     if on_divergence not in ("stop", "raise"):
         raise InputError(f"on_divergence must be 'stop' or 'raise', got {on_divergence!r}")
+    model = _Model.of(learner, readout, optimizer, loss)
     on_step = [cb.on_step for cb in callbacks if hasattr(cb, "on_step")]
     on_learned = [cb.on_learned for cb in callbacks if hasattr(cb, "on_learned")]
     on_skip = [cb.on_skip for cb in callbacks if hasattr(cb, "on_skip")]
@@ -219,12 +223,12 @@ def prequential(
             if reset:
                 learner.reset_state()
             if y is None:
-                learner.step(x)
+                model.advance(x)
                 losses.append(math.nan)
                 for f in on_skip:
                     f(t)
                 continue
-            y_hat, value, vals = _score(learner, readout, x, y, loss)  # predict → score
+            y_hat, value, vals = model.score(x, y)  # predict → score
             width = len(vals) if width is None else width
             score = vals[0] if len(vals) == 1 else tuple(vals)
             losses.append(score)
@@ -236,7 +240,7 @@ def prequential(
                     stopped_by = type(getattr(f, "__self__", f)).__name__
             if stop:
                 break
-            learn(learner, value, optimizer)  # → learn, after the callbacks have seen the score
+            model.learn(value)  # → learn, after the callbacks have seen the score
             for f in on_learned:
                 f(record)
         except DivergenceError:
@@ -256,6 +260,48 @@ def prequential(
         if hasattr(cb, "on_end"):
             cb.on_end(result)
     return result
+
+
+class _Model:
+    """The loop's three moves for a learner + readout + loss + optimizer."""
+
+    def __init__(self, learner, readout, optimizer, loss):
+        self.learner, self.readout, self.optimizer, self.loss = learner, readout, optimizer, loss
+
+    @staticmethod
+    def of(learner, readout, optimizer, loss) -> "_Model":
+        if not isinstance(learner, FusedStep):
+            return _Model(learner, readout, optimizer, loss)
+        if readout is not None or optimizer is not None or loss is not nn.functional.mse_loss:
+            raise InputError("a FusedStep brings its own readout, loss and optimizer: call "
+                             "prequential(fused, None, stream) (loss and optimizer left out)")
+        return _Fused(learner)
+
+    def advance(self, x: Tensor) -> None:
+        self.learner.step(x)
+
+    def score(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[float]]:
+        return _score(self.learner, self.readout, x, y, self.loss)
+
+    def learn(self, value: Tensor) -> None:
+        learn(self.learner, value, self.optimizer)
+
+
+class _Fused(_Model):
+    """The same moves for a :class:`~sparse_rtrl.fused.FusedStep` (score, then learn)."""
+
+    def __init__(self, fused):
+        self.learner = fused
+
+    def advance(self, x: Tensor) -> None:
+        self.learner.advance(x)
+
+    def score(self, x: Tensor, y: Tensor) -> tuple[Tensor, None, list[float]]:
+        y_hat, value = self.learner.score(x, y)
+        return y_hat, None, [value]
+
+    def learn(self, value) -> None:
+        self.learner.learn()
 
 
 def _as_array(losses: list[Any], width: int) -> np.ndarray:

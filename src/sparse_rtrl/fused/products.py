@@ -1,0 +1,218 @@
+"""The transport part of a fused step, one small class per rule, on preallocated buffers.
+
+Each product keeps its influence between steps and, given the step's slope d = α·φ'(z_t) and
+the cell's blocks, forms the cell's gradient g_t = δ_t·M_t into one flat buffer in the cell's
+layout (``ParamLayout``: blocks in parameter order, rows (i, l) row-major):
+
+    full        M_t = J_t·M_{t−1} + Ī_t         M stored transposed, (P, N)
+    sparse      M_t = (K_t ⊙ J_t)·M_{t−1} + Ī_t  the rule object itself advances M (N, P)
+    snap1       M_t = diag(J_t)·M_{t−1} + Ī_t    on Ī's pattern only: (N, C), C = Σ_b c_b
+    trace λ     M_t = λ·M_{t−1} + Ī_t            the same storage
+    immediate   M_t = Ī_t                       never formed: g = (δ ⊙ d) ⊗ u
+
+Ī_t[i, (b, i, l)] = d_i·u_b[l] (u_b = x, h_{t−1} or 1 for block b) sits on one strided
+"diagonal" of each block of M, so adding it is one ``addr_`` per block on a view.
+A product never changes its state before :meth:`commit`: a step whose loss or gradient is
+not finite leaves M as it was.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import ParamLayout
+from ..transport.base import TransportContext
+from ..transport.full import Full
+from ..transport.snap1 import SnAp1
+from ..transport.sparse import Sparse
+from ..transport.trace import Immediate, Trace
+from .matmul import RightProduct
+
+Tensor = torch.Tensor
+
+
+def unit_diagonals(M: Tensor, layout: ParamLayout, N: int, strides: tuple[int, int]) -> list[Tensor]:
+    """Per block b the view V_b ``(N, c_b)`` with V_b[i, l] = M[i, off_b + i·c_b + l].
+
+    ``strides`` are M's (row i, column p) strides: (P, 1) for M ``(N, P)``, (1, N) for Mᵀ.
+    """
+    s_i, s_p = strides
+    views = []
+    for block in layout.blocks:
+        c = block.numel // N
+        views.append(M.as_strided((N, c), (s_i + c * s_p, s_p), M.storage_offset() + block.offset * s_p))
+    return views
+
+
+class _Product:
+    """What every product keeps: the layout, N, and the block inputs u_b."""
+
+    def __init__(self, layout: ParamLayout, N: int, P: int, like: Tensor):
+        self.layout, self.N, self.P = layout, N, P
+        self.g = like.new_zeros(P)  # the cell's flat gradient, refilled every step
+
+    def reset(self) -> None:  # a new sequence: zero influence
+        pass
+
+    def commit(self) -> None:  # the step is kept
+        pass
+
+
+class FullProduct(_Product):
+    """M_t = J_t·M_{t−1} + Ī_t on two (P, N) buffers: Mᵀ_t = Mᵀ_{t−1}·J_tᵀ, no copy back."""
+
+    needs_jacobian = True
+
+    def __init__(self, layout, N, P, like):
+        super().__init__(layout, N, P, like)
+        self.M = [like.new_zeros(P, N), like.new_zeros(P, N)]
+        self.diag = [unit_diagonals(m, layout, N, (1, N)) for m in self.M]
+        self.mm = RightProduct(P, N, like)
+        self.cur = 0
+
+    def reset(self):
+        self.M[self.cur].zero_()
+
+    def advance(self, J: Tensor) -> tuple[Tensor, int]:
+        """Mᵀ_t ← Mᵀ_{t−1}·J_tᵀ into the free buffer; (the new M, transposed = 1)."""
+        new = 1 - self.cur
+        self.mm(self.M[self.cur], J, out=self.M[new])
+        return self.M[new], 1
+
+    def gradient(self, d: Tensor, J: Tensor, inputs: list[Tensor | None], delta: Tensor) -> Tensor:
+        M, _ = self.advance(J)
+        for view, u in zip(self.diag[1 - self.cur], inputs):
+            view.addr_(d, u) if u is not None else view.squeeze(1).add_(d)
+        return torch.mv(M, delta, out=self.g)
+
+    def commit(self):
+        self.cur = 1 - self.cur
+
+
+class SparseProduct(_Product):
+    """The rule object's own update on M ``(1, 1, N, P)`` (every selection, granularity,
+    rescale and resampling option, and the compiled kernels), then Ī and g on views."""
+
+    needs_jacobian = True
+
+    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext):
+        super().__init__(layout, N, P, like)
+        self.rule, self.state = rule, rule.init(ctx)
+        M = self.state.M.view(N, P)
+        self.flat, self.diag = M, unit_diagonals(M, layout, N, (P, 1))
+        self.derivs = _Derivs()
+
+    def reset(self):
+        self.rule.reset(self.state)
+
+    def advance(self, J: Tensor) -> tuple[Tensor, int]:
+        """The rule's (K_t ⊙ J_t)·M_{t−1}, in place; (M ``(N, P)``, transposed = 0).
+
+        A refused step cannot undo it (a copy to undo it would cost a pass over M)."""
+        self.derivs.jacobian = J.view(1, 1, self.N, self.N)
+        self.rule.update(self.state, self.derivs)
+        return self.flat, 0
+
+    def gradient(self, d, J, inputs, delta):
+        self.advance(J)
+        for view, u in zip(self.diag, inputs):
+            view.addr_(d, u) if u is not None else view.squeeze(1).add_(d)
+        return torch.mv(self.flat.t(), delta, out=self.g)
+
+
+class _Derivs:
+    """The two fields of ``StepDerivatives`` that ``Sparse.update`` reads; Ī is added by the
+    product itself, on its views."""
+
+    jacobian: Tensor
+    immediate = None
+
+    def __init__(self):
+        self.immediate = _NoImmediate()
+
+
+class _NoImmediate:
+    def add_to_dense(self, M, scale=1.0):
+        pass
+
+
+class DiagonalProduct(_Product):
+    """M_t[i, (b, i, l)] = c_i·M_{t−1}[i, (b, i, l)] + d_i·u_b[l] on Ī's pattern, kept as
+    (N, C): SnAp-1 with c = diag(J_t), the eligibility trace with c = λ."""
+
+    needs_jacobian = False
+
+    def __init__(self, layout, N, P, like, decay: float | None):
+        super().__init__(layout, N, P, like)
+        self.decay = decay  # None: the diagonal of J_t (SnAp-1)
+        widths = [b.numel // N for b in layout.blocks]
+        self.M = [like.new_zeros(N, sum(widths)), like.new_zeros(N, sum(widths))]
+        self.cur = 0
+        starts = [sum(widths[:j]) for j in range(len(widths))]
+        self.bounds = [(s, s + c) for s, c in zip(starts, widths)]
+        self.blocks_g = [self.g[b.offset:b.stop].view(N, c) for b, c in zip(layout.blocks, widths)]
+
+    def reset(self):
+        self.M[self.cur].zero_()
+
+    def gradient(self, d, jdiag, inputs, delta):
+        new = 1 - self.cur
+        old, M = self.M[self.cur], self.M[new]
+        if self.decay is None:
+            torch.mul(old, jdiag.unsqueeze(1), out=M)
+        else:
+            torch.mul(old, self.decay, out=M)
+        for (lo, hi), u, g in zip(self.bounds, inputs, self.blocks_g):
+            block = M[:, lo:hi]
+            block.addr_(d, u) if u is not None else block.squeeze(1).add_(d)
+            torch.mul(block, delta.unsqueeze(1), out=g)
+        return self.g
+
+    def commit(self):
+        self.cur = 1 - self.cur
+
+
+class ImmediateProduct(_Product):
+    """g_t[(b, i, l)] = δ_i·d_i·u_b[l]: Ī contracted with δ, M never stored."""
+
+    needs_jacobian = False
+
+    def __init__(self, layout, N, P, like):
+        super().__init__(layout, N, P, like)
+        self.w = like.new_zeros(N)
+        self.blocks_g = [self.g[b.offset:b.stop].view(N, b.numel // N) for b in layout.blocks]
+
+    def gradient(self, d, jdiag, inputs, delta):
+        w = torch.mul(delta, d, out=self.w)
+        for u, g in zip(inputs, self.blocks_g):
+            torch.outer(w, u, out=g) if u is not None else g.squeeze(1).copy_(w)
+        return self.g
+
+
+#: the rules a fused step runs (SnAp-1 on its unit-local pattern, without a fixed ``pattern``)
+SUPPORTED = (Full, Sparse, SnAp1, Trace, Immediate)
+
+
+def unsupported(rule) -> str | None:
+    """Why the fused step cannot run ``rule``, or None."""
+    if not isinstance(rule, SUPPORTED):
+        names = ", ".join(sorted(c.name for c in SUPPORTED))
+        return (f"the fused step runs the rules {names}; {rule.name!r} is not one of them: use "
+                "sparse_rtrl.OnlineLearner with this rule")
+    if isinstance(rule, SnAp1) and rule.pattern is not None:
+        return ("the fused step runs SnAp-1 on its unit-local pattern only; for a fixed pattern "
+                "use sparse_rtrl.OnlineLearner")
+    return None
+
+
+def make_product(rule, layout: ParamLayout, N: int, like: Tensor, ctx: TransportContext) -> _Product:
+    P = layout.size
+    if isinstance(rule, Full):
+        return FullProduct(layout, N, P, like)
+    if isinstance(rule, Sparse):
+        return SparseProduct(layout, N, P, like, rule, ctx)
+    if isinstance(rule, SnAp1):
+        return DiagonalProduct(layout, N, P, like, None)
+    if isinstance(rule, Trace):
+        return DiagonalProduct(layout, N, P, like, float(rule.decay))
+    return ImmediateProduct(layout, N, P, like)
