@@ -15,6 +15,10 @@ linear readout to one output, squared error, plain SGD):
     sparse col  M' = J[:, S]·M[S] + Ī,                  S k random sources, drawn each step
     snap1       M'[i, l] = J_ii M[i, l] + D_i u_l       (M on Ī's pattern, N × L)
     immediate   M' = Ī                                  (never formed: g = (δ ⊙ D) ⊗ u)
+
+(the peer donates M to the jitted call, so XLA may update it in place; it builds the
+unit-local gradients of snap1 and immediate by concatenating blocks, not by a scatter, and
+the row-sparse product as k row gathers that XLA fuses into one loop)
     δ = ∂L/∂h',  g = δ·M',  θ ← θ − η g;  the readout learns by its true gradient.
 
 The library runs two of its public APIs: the fused step (``sparse_rtrl.fused.FusedStep``: one
@@ -62,6 +66,11 @@ def jax_step_fn(rule: str, N: int, I: int, lr: float, fixed=None):
         b_ih, b_hh = theta[N * I + N * N: N * I + N * N + N], theta[N * I + N * N + N:]
         return w_ih, w_hh, b_ih, b_hh
 
+    def flat(per_unit):
+        """θ-shaped gradient from unit-local columns (N, L) = [x; h; 1; 1] per unit."""
+        return jnp.concatenate([per_unit[:, :I].reshape(-1), per_unit[:, I:I + N].reshape(-1),
+                                per_unit[:, I + N], per_unit[:, I + N + 1]])
+
     def step(theta, readout, M, h, x, y, key):
         w_ih, w_hh, b_ih, b_hh = unpack(theta)
         hn = jnp.tanh(w_ih @ x + b_ih + w_hh @ h + b_hh)
@@ -74,17 +83,19 @@ def jax_step_fn(rule: str, N: int, I: int, lr: float, fixed=None):
         delta = 2.0 * err @ W_o  # ∂L/∂h'
         key, sub = jax.random.split(key)
         if rule == "immediate":
-            g = jnp.zeros(P, hn.dtype).at[cols.reshape(-1)].set(((delta * D)[:, None] * u[None, :]).reshape(-1))
+            g = flat((delta * D)[:, None] * u[None, :])
         elif rule == "snap1":
             M = jnp.diagonal(w_hh)[:, None] * D[:, None] * M + local
-            g = jnp.zeros(P, hn.dtype).at[cols.reshape(-1)].set((delta[:, None] * M).reshape(-1))
+            g = flat(delta[:, None] * M)
         else:
             J = D[:, None] * w_hh
             if rule == "full":
                 M = J @ M
             elif rule == "sparse row k=4":
                 idx = fixed if fixed is not None else jax.lax.top_k(jax.random.uniform(sub, (N, N)), K)[1]
-                M = jnp.einsum("ik,ikp->ip", jnp.take_along_axis(J, idx, 1), M[idx])
+                w = jnp.take_along_axis(J, idx, 1)
+                # k gathers of N rows each, fused by XLA into one loop (no (N, k, P) temporary)
+                M = sum(w[:, r, None] * M[idx[:, r]] for r in range(K))
             else:
                 S = fixed if fixed is not None else jax.lax.top_k(jax.random.uniform(sub, (N,)), K)[1]
                 M = J[:, S] @ M[S]
@@ -95,7 +106,7 @@ def jax_step_fn(rule: str, N: int, I: int, lr: float, fixed=None):
         readout = (W_o - lr * readout_g[0], b_o - lr * readout_g[1])
         return theta, readout, M, hn, key, loss, g
 
-    return jax.jit(step)
+    return jax.jit(step, donate_argnums=(2,))  # M updated in place, as the library does
 
 
 def flat_parameters(cell) -> np.ndarray:
