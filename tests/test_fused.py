@@ -279,3 +279,33 @@ def test_learn_needs_a_score_and_a_second_score_drops_the_first(engine):
     fused.learn()
     with pytest.raises(ConfigurationError, match="score"):
         fused.learn()
+
+
+@ENGINES
+@pytest.mark.parametrize("rule", ["full", "row random", "column random", "snap1", "immediate"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_saved_stream_continues_bit_exactly(engine, rule, optimizer):
+    name, options = RULES[rule]
+    xs, ys = stream(torch.float64, 3, seed=5)
+    cell, ro = models(torch.float64, 3)
+    whole = FusedStep(cell, name, ro, optimizer=optimizer, lr=1e-2, engine=engine, **options)
+    for x, y in zip(xs, ys):
+        whole.step(x, y)
+    cell, ro = models(torch.float64, 3)
+    first = FusedStep(cell, name, ro, optimizer=optimizer, lr=1e-2, engine=engine, **options)
+    for x, y in zip(xs[:6], ys[:6]):
+        first.step(x, y)
+    saved = copy.deepcopy((first.state_dict(), cell.state_dict(), ro.state_dict()))
+    cell2, ro2 = models(torch.float64, 3)
+    cell2.load_state_dict(saved[1])
+    ro2.load_state_dict(saved[2])
+    second = FusedStep(cell2, name, ro2, optimizer=optimizer, lr=1e-2, engine=engine, **options)
+    second.load_state_dict(saved[0])
+    for x, y in zip(xs[6:], ys[6:]):
+        second.step(x, y)
+    for a, b in zip([*cell2.parameters(), *ro2.parameters()], [*whole.cell.parameters(), *whole.readout.parameters()]):
+        assert torch.equal(a, b)
+    other_cell, other_ro = models(torch.float64, 3)
+    other = FusedStep(other_cell, "immediate" if name != "immediate" else "full", other_ro, lr=1e-2)
+    with pytest.raises(ConfigurationError, match="same rule"):
+        other.load_state_dict(saved[0])

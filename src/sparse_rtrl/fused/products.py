@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..layout import ParamLayout
-from ..transport.base import TransportContext
+from ..transport.base import TransportContext, load_state, state_to_dict
 from ..transport.full import Full
 from ..transport.snap1 import SnAp1
 from ..transport.sparse import Sparse
@@ -45,7 +45,7 @@ def unit_diagonals(M: Tensor, layout: ParamLayout, N: int, strides: tuple[int, i
 
 
 class _Product:
-    """What every product keeps: the layout, N, and the block inputs u_b."""
+    """What every product keeps: the layout, N, P and the flat gradient buffer g."""
 
     def __init__(self, layout: ParamLayout, N: int, P: int, like: Tensor):
         self.layout, self.N, self.P = layout, N, P
@@ -56,6 +56,14 @@ class _Product:
 
     def commit(self) -> None:  # the step is kept
         pass
+
+    def state_dict(self) -> dict:
+        M = getattr(self, "M", None)
+        return {} if M is None else {"M": M[self.cur].clone()}
+
+    def load_state_dict(self, d: dict) -> None:
+        if "M" in d:
+            self.M[self.cur].copy_(d["M"])
 
 
 class FullProduct(_Product):
@@ -104,6 +112,12 @@ class SparseProduct(_Product):
 
     def reset(self):
         self.rule.reset(self.state)
+
+    def state_dict(self) -> dict:
+        return {"rule": state_to_dict(self.state)}
+
+    def load_state_dict(self, d: dict) -> None:
+        load_state(self.state, d["rule"])
 
     def advance(self, J: Tensor) -> tuple[Tensor, int]:
         """The rule's (K_t ⊙ J_t)·M_{t−1}, in place; (M ``(N, P)``, transposed = 0).

@@ -173,6 +173,23 @@ class FusedStep:
         self.product.reset()
         self._pending = False
 
+    def state_dict(self) -> dict:
+        """What a stream needs to continue bit-exactly: h, the rule's M (and its masks and
+        generators), the optimizer's state and the step count. The parameters are the
+        modules' own: save ``cell.state_dict()`` and ``readout.state_dict()`` beside it."""
+        return {"h": self.h_prev.clone(), "steps": self.steps, "rule": self.rule.name,
+                "product": self.product.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("rule") != self.rule.name:
+            raise ConfigurationError(f"this state is of a {d.get('rule')!r} fused step, not {self.rule.name!r}: "
+                                     "load it into a FusedStep with the same rule")
+        self.h_prev.copy_(d["h"])
+        self.steps = int(d["steps"])
+        self.product.load_state_dict(d["product"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        self._pending = False
+
     @property
     def hidden(self) -> Tensor:
         """h_t, the state after the last step ``(N,)``."""
