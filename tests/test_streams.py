@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sparse_rtrl import cli
+from sparse_rtrl import ConfigurationError, cli
 from sparse_rtrl.streams import ForecastingStream, Series, StreamConfig, forecast, read_csv
 from sparse_rtrl.streams.series import running_moments
 
@@ -155,3 +155,20 @@ def test_a_stream_without_inputs_is_a_user_error_and_debug_shows_the_traceback(t
     with pytest.raises(Exception, match="no inputs"):
         cli.main(["--debug", "stream", str(path), "--target", "y", "--no-lagged-target", "--out",
                   str(tmp_path / "o"), "--quiet"])
+
+
+@pytest.mark.parametrize("rule,optimizer", [("sparse", "adam"), ("full", "sgd"), ("snap1", "adam")])
+def test_the_fused_engine_forecasts_what_the_learner_does(tmp_path, rule, optimizer):
+    """engine="auto" steps a vanilla model by the fused step: the same forecasts as the learner
+    path to float64 round-off; an LSTM (or rmsprop) falls back to the learner, and
+    engine="fused" then says why."""
+    series = read_csv(_write(tmp_path, _csv_text(40)), "y")
+    config = StreamConfig(hidden=6, lr=0.01, rule=rule, optimizer=optimizer)
+    fused = forecast(series, config)
+    plain = forecast(series, StreamConfig(hidden=6, lr=0.01, rule=rule, optimizer=optimizer, engine="learner"))
+    assert (fused.engine, plain.engine) == ("fused", "learner")
+    assert np.array_equal(fused.rows, plain.rows)
+    np.testing.assert_allclose(fused.y_hat, plain.y_hat, rtol=1e-10, atol=1e-12)
+    assert forecast(series, StreamConfig(hidden=6, cell="lstm")).engine == "learner"
+    with pytest.raises(ConfigurationError, match="rmsprop"):
+        forecast(series, StreamConfig(hidden=6, optimizer="rmsprop", engine="fused"))

@@ -229,7 +229,7 @@ def _stream(args) -> int:
     series = load(args.source, args.target, features)  # errors: one line through run() (--debug: traceback)
     config = StreamConfig(cell=args.cell, hidden=args.hidden, rule=args.rule, k=args.k, options=options,
                           optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-                          lagged_target=not args.no_lagged_target, difference=args.difference)
+                          lagged_target=not args.no_lagged_target, difference=args.difference, engine=args.engine)
     run = forecast(series, config, progress=not args.quiet)
     summary = write_outputs(args.out, series, config, run)
     try:
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     st.add_argument("--lr", type=float, default=3e-3)
     st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--engine", default="auto", choices=["auto", "fused", "learner"],
+                    help="auto (default): the fused step where it applies (vanilla cell; full, sparse, snap1, "
+                    "trace, immediate; adam, sgd), else the general learner")
     st.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: one sample at a time)")
     st.add_argument("--out", required=True, help="output directory")
     st.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from .._json import json_safe
+from ..errors import ConfigurationError
 from ..evaluate import Progress, Recorder, RunningError, prequential
+from ..fused import FusedStep, unsupported
 from .model import DTYPES, build_model
 from .series import ForecastingStream, Series
 
@@ -34,6 +36,10 @@ class StreamConfig:
         lagged_target: whether the model sees the previous row's target (autoregression).
         difference: forecast the change from the last value, y_t − y_{t−1}, instead of the level.
         dtype: "float64" or "float32".
+        engine: "auto" — the fused step (:class:`~sparse_rtrl.FusedStep`: the same numbers to
+            round-off, several times faster) where it applies (vanilla cell; full, sparse,
+            snap1, trace or immediate; Adam or SGD), else the learner; "learner" — always
+            ``OnlineLearner`` + readout + ``torch.optim``; "fused" — the fused step or an error.
     """
 
     cell: str = "vanilla"
@@ -47,6 +53,7 @@ class StreamConfig:
     lagged_target: bool = True
     difference: bool = False
     dtype: str = "float64"
+    engine: str = "auto"
 
 
 @dataclass
@@ -58,6 +65,7 @@ class StreamRun:
     y_hat: np.ndarray
     seconds: float
     diverged_at: int | None
+    engine: str = "learner"  # what stepped the model: "fused" or "learner"
 
     @property
     def errors(self) -> np.ndarray:
@@ -75,6 +83,13 @@ def forecast(series: Series, config: StreamConfig = StreamConfig(), progress: bo
         fs.inputs.shape[1], 1, cell=config.cell, hidden=config.hidden, rule=config.rule, k=config.k,
         options=config.options or None, optimizer=config.optimizer, lr=config.lr, seed=config.seed,
         dtype=config.dtype)
+    why = fused_unsupported(config, learner)
+    if config.engine == "fused" and why:
+        raise ConfigurationError(f"engine='fused' cannot run this model: {why}; use engine='auto'")
+    if config.engine != "learner" and not why:
+        # the same initialisation and seeded rule, stepped by the fused step
+        learner, readout, opt = FusedStep(learner.cell, learner.transport, readout, optimizer=config.optimizer,
+                                          lr=config.lr), None, None
     u = torch.as_tensor(fs.inputs, dtype=dtype)
     z = torch.as_tensor(fs.targets, dtype=dtype).reshape(-1, 1)
     stream = ((u[t], z[t] if t >= fs.warmup else None) for t in range(len(series)))
@@ -89,7 +104,19 @@ def forecast(series: Series, config: StreamConfig = StreamConfig(), progress: bo
     if result.diverged_at is not None and len(rows) and rows[-1] == result.diverged_at:
         rows, z_hat = rows[:-1], z_hat[:-1]  # the diverged step's forecast is not a forecast
     y_hat = fs.unscale(z_hat.reshape(-1), rows)
-    return StreamRun(rows, series.y[rows], y_hat, result.seconds, result.diverged_at)
+    return StreamRun(rows, series.y[rows], y_hat, result.seconds, result.diverged_at,
+                     "fused" if isinstance(learner, FusedStep) else "learner")
+
+
+def fused_unsupported(config: StreamConfig, learner) -> str | None:
+    """Why the fused step cannot run this stream's model (None: it can)."""
+    if config.engine not in ("auto", "fused", "learner"):
+        raise ConfigurationError(f"engine must be 'auto', 'fused' or 'learner', got {config.engine!r}")
+    if config.cell != "vanilla":
+        return f"it runs the vanilla cell, not {config.cell!r}"
+    if config.optimizer not in ("adam", "sgd"):
+        return f"it runs Adam and SGD, not {config.optimizer!r}"
+    return unsupported(learner.transport)
 
 
 def summary(series: Series, config: StreamConfig, run: StreamRun) -> dict[str, Any]:
@@ -104,7 +131,7 @@ def summary(series: Series, config: StreamConfig, run: StreamRun) -> dict[str, A
         "config": asdict(config),
         "mae": mean(np.abs(e)), "rmse": math.sqrt(mean(e * e)) if len(e) else math.nan,
         "last_value_mae": mean(np.abs(naive)), "last_value_rmse": math.sqrt(mean(naive * naive)) if len(e) else math.nan,
-        "seconds": run.seconds, "seconds_per_row": run.seconds / max(1, len(series)),
+        "engine": run.engine, "seconds": run.seconds, "seconds_per_row": run.seconds / max(1, len(series)),
         "diverged_at": run.diverged_at, "change_points": list(series.change_points),
     }
 
