@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparse_rtrl import settings
 from sparse_rtrl.experiments import Experiment, Method, Sweep
 from sparse_rtrl.experiments import grouping
 from sparse_rtrl.experiments.config import FROZEN, READOUT
@@ -20,6 +21,8 @@ from sparse_rtrl.experiments.report import build_report
 from sparse_rtrl.experiments.runner import execute, resources
 
 from test_experiments import finished, run_sweep, tiny  # noqa: F401  (the grouped sweep fixture)
+
+NO_ENSEMBLE = settings.VARIABLES["ensembles"]
 
 METHODS = (
     Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"),
@@ -154,11 +157,14 @@ def test_plan_groups_by_experiment_method_and_rate_at_most_eight_seeds(tmp_path)
     assert resources(planned[0])["memory"] > resources(planned[2])["memory"]
 
 
-def test_the_environment_variable_turns_grouping_off(monkeypatch):
-    monkeypatch.setenv(grouping.DISABLE_ENV, "1")
-    assert not grouping.enabled()
-    monkeypatch.setenv(grouping.DISABLE_ENV, "0")
-    assert grouping.enabled()
+def test_the_environment_variable_and_the_python_switch_turn_grouping_off(monkeypatch):
+    monkeypatch.setenv(NO_ENSEMBLE, "1")
+    assert not settings.ensembles_enabled()
+    monkeypatch.setenv(NO_ENSEMBLE, "0")
+    assert settings.ensembles_enabled()
+    with settings.using(ensembles=False):
+        assert not settings.ensembles_enabled()
+    assert settings.ensembles_enabled()
 
 
 def numbers_close(a: str, b: str, rtol: float = 1e-5) -> bool:
@@ -216,7 +222,7 @@ def test_a_grouped_sweep_writes_the_same_files_and_report_as_solo_runs(finished,
 
 
 def test_a_grouped_sweep_groups(tmp_path, monkeypatch):
-    monkeypatch.delenv(grouping.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(NO_ENSEMBLE, raising=False)
     jobs = []
 
     def counting(job):

@@ -16,12 +16,12 @@ the products dominate and the gain is gone (~1.1×), so large networks stay solo
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from .. import settings
 from ..ensemble import stack_cells
 from ..tasks import make_task
 from ..transport import RULES as TRANSPORT_RULES
@@ -30,8 +30,6 @@ from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adapta
                        default_spectrum_every, load_model, make_learner, online_steps, run_result,
                        trained_parameters)
 
-#: set to 1 to run every seed alone (for timing comparisons and debugging)
-DISABLE_ENV = "SPARSE_RTRL_NO_ENSEMBLE"
 #: the largest hidden size grouped: beyond it the batched products dominate and E solo runs
 #: on E cores are as fast (n = 256: ~1.1×), while memory grows E-fold
 MAX_HIDDEN = 128
@@ -43,11 +41,6 @@ MAX_MEMBERS = 8
 RULES = frozenset({name for name, cls in TRANSPORT_RULES.items() if cls.member_reproduces_solo} | {FROZEN, READOUT})
 #: diagnostics recorded per member (anything else keeps the run solo)
 DIAGNOSTICS = frozenset({"jacobian_spectrum", "predictions", "alignment"})
-
-
-def enabled() -> bool:
-    """Grouping is on unless ``$SPARSE_RTRL_NO_ENSEMBLE`` is set to something other than 0."""
-    return os.environ.get(DISABLE_ENV, "0").strip() in ("", "0")
 
 
 def groupable(exp: Experiment, method: Method) -> bool:
@@ -139,9 +132,10 @@ def plan_groups(jobs: list[dict], enabled_: bool | None = None) -> list[dict]:
     :func:`groupable` into group jobs of at most ``MAX_MEMBERS`` seeds, keeping the order of
     first appearance. A group job keeps its member jobs (paths, run keys, "also" targets) in
     ``members``; workers get only experiment, method, lr, seeds and snapshot paths.
-    Anything else, and groups of one, stay as they are."""
+    Anything else, and groups of one, stay as they are. ``enabled_`` None:
+    :func:`sparse_rtrl.settings.ensembles_enabled`."""
     if enabled_ is None:
-        enabled_ = enabled()
+        enabled_ = settings.ensembles_enabled()
     if not enabled_:
         return jobs
     out: list = []
