@@ -141,14 +141,15 @@ def test_a_corrupt_result_file_is_redone(finished, tmp_path):
 
 
 def test_identical_runs_of_two_experiments_are_done_once(tmp_path):
+    from sparse_rtrl.experiments.jobs import PretrainJob
     from sparse_rtrl.experiments.runner import execute
 
     calls = []
 
     def counting(job):  # one call per run: a group job runs several seeds
-        for _ in job.get("seeds") or [job["seed"]]:
-            calls.append((job["kind"].removesuffix("_group"), job["experiment"].name,
-                          job.get("method") and job["method"].label))
+        for _ in getattr(job, "seeds", None) or [job.seed]:
+            calls.append(("pretrain" if isinstance(job, PretrainJob) else "adapt", job.experiment.name,
+                          getattr(job, "method", None) and job.method.label))
         return execute(job)
 
     base = tiny()[0]

@@ -14,6 +14,7 @@ import torch
 from sparse_rtrl import settings
 from sparse_rtrl.experiments import Experiment, Method, Sweep
 from sparse_rtrl.experiments import grouping
+from sparse_rtrl.experiments.jobs import GroupJob, Planned, PretrainJob, RunJob, run_count
 from sparse_rtrl.experiments.config import FROZEN, READOUT
 from sparse_rtrl.experiments.executors import LocalExecutor
 from sparse_rtrl.experiments.protocol import adapt, pretrain
@@ -150,11 +151,11 @@ def test_plan_groups_by_experiment_method_and_rate_at_most_eight_seeds(tmp_path)
     jobs = [sweep._adapt_job(exp, m, s, 1e-2, tmp_path / f"{m.label}{s}.json") for m in (sparse, uoro)
             for s in exp.seeds]
     planned = grouping.plan_groups(jobs, True)
-    kinds = [(j["kind"], grouping.run_count(j)) for j in planned]
-    assert kinds == [("adapt_group", 8), ("adapt_group", 2)] + [("adapt", 1)] * 10
-    assert planned[0]["seeds"] == list(range(8)) and [m["seed"] for m in planned[0]["members"]] == list(range(8))
+    kinds = [(type(p.job), run_count(p.job)) for p in planned]
+    assert kinds == [(GroupJob, 8), (GroupJob, 2)] + [(RunJob, 1)] * 10
+    assert planned[0].job.seeds == tuple(range(8)) and [m.job.seed for m in planned[0].members] == list(range(8))
     assert grouping.plan_groups(jobs, False) == jobs
-    assert resources(planned[0])["memory"] > resources(planned[2])["memory"]
+    assert resources(planned[0].job)["memory"] > resources(planned[2].job)["memory"]
 
 
 def test_the_environment_variable_and_the_python_switch_turn_grouping_off(monkeypatch):
@@ -164,6 +165,8 @@ def test_the_environment_variable_and_the_python_switch_turn_grouping_off(monkey
     assert settings.ensembles_enabled()
     with settings.using(ensembles=False):
         assert not settings.ensembles_enabled()
+        jobs = [Planned(RunJob(small(), METHODS[4], s, 1e-2, "snap"), None, {}) for s in (0, 1)]
+        assert grouping.plan_groups(jobs) == jobs
     assert settings.ensembles_enabled()
 
 
@@ -192,12 +195,12 @@ def solo_sweep(tmp_path_factory):
     jobs = []
 
     def counting(job):
-        jobs.append(job["kind"])
+        jobs.append(type(job))
         return execute(job)
 
     assert Sweep(out, tiny(), executor=LocalExecutor(1), profile="test", progress=False, task=counting,
                  ensembles=False).run()
-    assert "adapt_group" not in jobs
+    assert GroupJob not in jobs
     build_report(out)
     return out
 
@@ -226,13 +229,13 @@ def test_a_grouped_sweep_groups(tmp_path, monkeypatch):
     jobs = []
 
     def counting(job):
-        jobs.append((job["kind"], len(job.get("seeds", [1]))))
-        assert "members" not in job and "path" not in job  # workers get only what they run
+        jobs.append((type(job), run_count(job)))
+        assert isinstance(job, (PretrainJob, RunJob, GroupJob))  # workers get only what they run
         return execute(job)
 
     assert Sweep(tmp_path, tiny(), executor=LocalExecutor(1), progress=False, task=counting).run()
     # evaluation: 5 methods × 2 seeds as 5 groups; validation: one seed per rate stays solo
-    assert jobs.count(("adapt_group", 2)) == 5 and jobs.count(("adapt", 1)) == 2
+    assert jobs.count((GroupJob, 2)) == 5 and jobs.count((RunJob, 1)) == 2
 
 
 def test_a_sweep_interrupted_inside_a_group_resumes(finished, solo_sweep, tmp_path):  # noqa: F811
