@@ -17,7 +17,8 @@ from sparse_rtrl.experiments import grouping
 from sparse_rtrl.experiments.jobs import GroupJob, Planned, PretrainJob, RunJob, run_count
 from sparse_rtrl.experiments.config import FROZEN, READOUT
 from sparse_rtrl.experiments.executors import LocalExecutor
-from sparse_rtrl.experiments.protocol import adapt, pretrain
+from sparse_rtrl.experiments.protocol import adapt
+from sparse_rtrl.experiments.pretraining import pretrain
 from sparse_rtrl.experiments.report import build_report
 from sparse_rtrl.experiments.runner import execute, resources
 

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from .. import settings
+from ..cells import CELLS
 from ..ensemble import stack_cells
 from ..tasks import make_task
 from ..transport import RULES as TRANSPORT_RULES
 from .config import FROZEN, READOUT, Experiment, Method
 from .jobs import GroupJob, Planned, RunJob
-from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
+from .protocol import (DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
                        default_spectrum_every, load_model, make_learner, online_steps, run_result,
                        trained_parameters)
 

@@ -29,7 +29,8 @@ from .. import __version__
 from ..cells import CELLS
 from ..errors import ConfigurationError, SparseRTRLError
 from .config import FROZEN, Experiment, Method
-from .families import protocol_for
+from .families import adapt_for
+from .pretraining import pretrain
 from .results import Layout, format_lr, read_json, run_key, write_json_atomic
 from .executors import LocalExecutor
 from .grouping import adapt_group, plan_groups
@@ -74,7 +75,6 @@ def execute(job: Job) -> dict | list[dict]:
             raise NumericsChanged(f"this worker computes with {here}, the driver expects {job.numerics}: "
                                   "give every node the same torch and a C compiler (`sparse-rtrl "
                                   "build-kernels` shows why the kernels fail), or run there alone")
-        pretrain, adapt = protocol_for(exp)
         match job:
             case PretrainJob():
                 return pretrain(exp, job.seed).to_dict()
@@ -82,7 +82,7 @@ def execute(job: Job) -> dict | list[dict]:
                 snapshots = [torch.load(path, weights_only=False) for path in job.snapshots]
                 return adapt_group(exp, job.method, list(job.seeds), snapshots, job.lr)
             case RunJob():
-                return adapt(exp, job.method, job.seed, torch.load(job.snapshot, weights_only=False), job.lr)
+                return adapt_for(exp)(exp, job.method, job.seed, torch.load(job.snapshot, weights_only=False), job.lr)
         raise TypeError(f"execute takes a PretrainJob, RunJob or GroupJob, got {type(job).__name__}")
     finally:
         torch.set_num_threads(threads)
