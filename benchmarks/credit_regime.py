@@ -5,7 +5,7 @@ full RTRL adapting to the ``lag_shift`` (or ``delayed_teacher``) task (SPEC §4b
     python benchmarks/credit_regime.py --lags 5 8 10 --seeds 0 1 --cell gru
     python benchmarks/credit_regime.py --task delayed_teacher --lags 3 5
 
-Per lag: pretrain each seed on regime A (``protocol.pretrain``, offline BPTT), choose one
+Per lag: pretrain each seed on regime A (``pretraining.pretrain``, offline BPTT), choose one
 learning rate for all methods on the validation seed by the rule "best_stable" of
 ``experiments.selection`` (full RTRL's validation runs), then adapt every method from the
 same snapshot on the same stream (``protocol.adapt``) and print
@@ -27,7 +27,8 @@ import numpy as np
 
 from sparse_rtrl.experiments.config import FROZEN, READOUT, Experiment, Method
 from sparse_rtrl.experiments.metrics import recovery, summarize
-from sparse_rtrl.experiments.protocol import adapt, pretrain
+from sparse_rtrl.experiments.protocol import adapt
+from sparse_rtrl.experiments.pretraining import pretrain
 from sparse_rtrl.experiments.selection import choose_lr, describe
 
 METHODS = (

@@ -15,10 +15,11 @@ def crash_once(markers: Path):
     remembers the first attempts. A closure, so Ray ships it to workers by value."""
     markers = Path(markers)
 
-    def job(spec: dict):
-        seeds = spec.get("seeds") or [spec["seed"]]
+    def job(spec):
+        seeds = getattr(spec, "seeds", None) or [spec.seed]
         if any(s % 2 == 1 for s in seeds):
-            ident = f"{spec['kind']}-{spec['experiment'].name}-{seeds}-{spec.get('method')}-{spec.get('lr')}"
+            ident = (f"{type(spec).__name__}-{spec.experiment.name}-{list(seeds)}-{getattr(spec, 'method', None)}-"
+                     f"{getattr(spec, 'lr', None)}")
             marker = markers / hashlib.sha256(ident.encode()).hexdigest()[:16]
             if not marker.exists():
                 marker.parent.mkdir(parents=True, exist_ok=True)

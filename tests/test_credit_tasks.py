@@ -14,7 +14,8 @@ import torch
 
 from sparse_rtrl.errors import ConfigurationError
 from sparse_rtrl.experiments.config import FROZEN, Experiment, Method
-from sparse_rtrl.experiments.protocol import adapt, load_model, pretrain
+from sparse_rtrl.experiments.protocol import adapt, load_model
+from sparse_rtrl.experiments.pretraining import pretrain
 from sparse_rtrl.tasks import TASKS, make_task
 
 CELLS = ("vanilla", "lstm", "gru")

@@ -141,14 +141,15 @@ def test_a_corrupt_result_file_is_redone(finished, tmp_path):
 
 
 def test_identical_runs_of_two_experiments_are_done_once(tmp_path):
+    from sparse_rtrl.experiments.jobs import PretrainJob
     from sparse_rtrl.experiments.runner import execute
 
     calls = []
 
     def counting(job):  # one call per run: a group job runs several seeds
-        for _ in job.get("seeds") or [job["seed"]]:
-            calls.append((job["kind"].removesuffix("_group"), job["experiment"].name,
-                          job.get("method") and job["method"].label))
+        for _ in getattr(job, "seeds", None) or [job.seed]:
+            calls.append(("pretrain" if isinstance(job, PretrainJob) else "adapt", job.experiment.name,
+                          getattr(job, "method", None) and job.method.label))
         return execute(job)
 
     base = tiny()[0]
@@ -233,7 +234,8 @@ def test_the_alignment_diagnostic_is_one_for_full_rtrl_and_the_floor_for_immedia
     """On the fixed trajectory, full RTRL's cosine with itself is 1 and the immediate rule's
     cosine equals the floor recorded beside every rule; grouped seeds give their solo numbers."""
     from sparse_rtrl.experiments.grouping import adapt_group
-    from sparse_rtrl.experiments.protocol import adapt, pretrain
+    from sparse_rtrl.experiments.protocol import adapt
+    from sparse_rtrl.experiments.pretraining import pretrain
 
     exp = tiny()[0].with_(diagnostics=("alignment",), adapt_steps=120)
     snaps = [pretrain(exp, s).to_dict() for s in (0, 1)]
@@ -253,7 +255,8 @@ def test_the_alignment_diagnostic_is_one_for_full_rtrl_and_the_floor_for_immedia
 def test_alignment_along_the_run_leaves_learning_bit_identical():
     """With the gradient shadow carried beside the rule, every loss of the run is the same as
     without it; full RTRL's cosine with itself along its run is 1."""
-    from sparse_rtrl.experiments.protocol import adapt, pretrain
+    from sparse_rtrl.experiments.protocol import adapt
+    from sparse_rtrl.experiments.pretraining import pretrain
 
     exp = tiny()[0].with_(adapt_steps=60, diagnostics=())
     shadowed = exp.with_(diagnostics=("alignment_run",))

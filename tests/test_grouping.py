@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 import torch
 
+from sparse_rtrl import settings
 from sparse_rtrl.experiments import Experiment, Method, Sweep
 from sparse_rtrl.experiments import grouping
+from sparse_rtrl.experiments.jobs import GroupJob, Planned, PretrainJob, RunJob, run_count
 from sparse_rtrl.experiments.config import FROZEN, READOUT
 from sparse_rtrl.experiments.executors import LocalExecutor
-from sparse_rtrl.experiments.protocol import adapt, pretrain
+from sparse_rtrl.experiments.protocol import adapt
+from sparse_rtrl.experiments.pretraining import pretrain
 from sparse_rtrl.experiments.report import build_report
 from sparse_rtrl.experiments.runner import execute, resources
 
 from test_experiments import finished, run_sweep, tiny  # noqa: F401  (the grouped sweep fixture)
+
+NO_ENSEMBLE = settings.VARIABLES["ensembles"]
 
 METHODS = (
     Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"),
@@ -147,18 +152,23 @@ def test_plan_groups_by_experiment_method_and_rate_at_most_eight_seeds(tmp_path)
     jobs = [sweep._adapt_job(exp, m, s, 1e-2, tmp_path / f"{m.label}{s}.json") for m in (sparse, uoro)
             for s in exp.seeds]
     planned = grouping.plan_groups(jobs, True)
-    kinds = [(j["kind"], grouping.run_count(j)) for j in planned]
-    assert kinds == [("adapt_group", 8), ("adapt_group", 2)] + [("adapt", 1)] * 10
-    assert planned[0]["seeds"] == list(range(8)) and [m["seed"] for m in planned[0]["members"]] == list(range(8))
+    kinds = [(type(p.job), run_count(p.job)) for p in planned]
+    assert kinds == [(GroupJob, 8), (GroupJob, 2)] + [(RunJob, 1)] * 10
+    assert planned[0].job.seeds == tuple(range(8)) and [m.job.seed for m in planned[0].members] == list(range(8))
     assert grouping.plan_groups(jobs, False) == jobs
-    assert resources(planned[0])["memory"] > resources(planned[2])["memory"]
+    assert resources(planned[0].job)["memory"] > resources(planned[2].job)["memory"]
 
 
-def test_the_environment_variable_turns_grouping_off(monkeypatch):
-    monkeypatch.setenv(grouping.DISABLE_ENV, "1")
-    assert not grouping.enabled()
-    monkeypatch.setenv(grouping.DISABLE_ENV, "0")
-    assert grouping.enabled()
+def test_the_environment_variable_and_the_python_switch_turn_grouping_off(monkeypatch):
+    monkeypatch.setenv(NO_ENSEMBLE, "1")
+    assert not settings.ensembles_enabled()
+    monkeypatch.setenv(NO_ENSEMBLE, "0")
+    assert settings.ensembles_enabled()
+    with settings.using(ensembles=False):
+        assert not settings.ensembles_enabled()
+        jobs = [Planned(RunJob(small(), METHODS[4], s, 1e-2, "snap"), None, {}) for s in (0, 1)]
+        assert grouping.plan_groups(jobs) == jobs
+    assert settings.ensembles_enabled()
 
 
 def numbers_close(a: str, b: str, rtol: float = 1e-5) -> bool:
@@ -186,12 +196,12 @@ def solo_sweep(tmp_path_factory):
     jobs = []
 
     def counting(job):
-        jobs.append(job["kind"])
+        jobs.append(type(job))
         return execute(job)
 
     assert Sweep(out, tiny(), executor=LocalExecutor(1), profile="test", progress=False, task=counting,
                  ensembles=False).run()
-    assert "adapt_group" not in jobs
+    assert GroupJob not in jobs
     build_report(out)
     return out
 
@@ -216,17 +226,17 @@ def test_a_grouped_sweep_writes_the_same_files_and_report_as_solo_runs(finished,
 
 
 def test_a_grouped_sweep_groups(tmp_path, monkeypatch):
-    monkeypatch.delenv(grouping.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(NO_ENSEMBLE, raising=False)
     jobs = []
 
     def counting(job):
-        jobs.append((job["kind"], len(job.get("seeds", [1]))))
-        assert "members" not in job and "path" not in job  # workers get only what they run
+        jobs.append((type(job), run_count(job)))
+        assert isinstance(job, (PretrainJob, RunJob, GroupJob))  # workers get only what they run
         return execute(job)
 
     assert Sweep(tmp_path, tiny(), executor=LocalExecutor(1), progress=False, task=counting).run()
     # evaluation: 5 methods × 2 seeds as 5 groups; validation: one seed per rate stays solo
-    assert jobs.count(("adapt_group", 2)) == 5 and jobs.count(("adapt", 1)) == 2
+    assert jobs.count((GroupJob, 2)) == 5 and jobs.count((RunJob, 1)) == 2
 
 
 def test_a_sweep_interrupted_inside_a_group_resumes(finished, solo_sweep, tmp_path):  # noqa: F811

@@ -10,6 +10,7 @@ import torch
 import sparse_rtrl.experiments.runner as runner
 from sparse_rtrl.experiments import FROZEN, Experiment, Method, Sweep, load_results
 from sparse_rtrl.experiments.executors import LocalExecutor
+from sparse_rtrl.experiments.jobs import PretrainJob
 from sparse_rtrl.experiments.runner import NumericsChanged, execute
 from sparse_rtrl.transport.kernels import numeric_path
 
@@ -93,4 +94,4 @@ def test_files_from_before_numerics_were_recorded_stay_done_and_readable(finishe
 def test_a_worker_with_other_numerics_refuses_to_run():
     exp = small()[0]
     with pytest.raises(NumericsChanged, match="this worker computes with"):
-        execute({"kind": "pretrain", "experiment": exp, "seed": 0, "numerics": OTHER})
+        execute(PretrainJob(exp, 0, numerics=OTHER))

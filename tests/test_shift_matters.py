@@ -5,7 +5,8 @@ import pytest
 
 from sparse_rtrl.experiments import Experiment, Method
 from sparse_rtrl.experiments.config import FROZEN
-from sparse_rtrl.experiments.protocol import adapt, pretrain
+from sparse_rtrl.experiments.protocol import adapt
+from sparse_rtrl.experiments.pretraining import pretrain
 
 SETTINGS = {
     # task: (task options, cell, n, pretraining updates, lr, minimum loss ratio after/before);

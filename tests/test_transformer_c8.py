@@ -14,8 +14,9 @@ from sparse_rtrl.experiments import Experiment, Method, Sweep
 from sparse_rtrl.experiments import transformer_c8 as c8
 from sparse_rtrl.experiments.views import ExperimentView
 from sparse_rtrl.experiments.executors import LocalExecutor
-from sparse_rtrl.experiments.families import protocol_for
-from sparse_rtrl.experiments.protocol import derived_seed
+from sparse_rtrl.experiments.families import adapt_for
+from sparse_rtrl.experiments.models import build_model, derived_seed
+from sparse_rtrl.experiments.pretraining import pretrain
 from sparse_rtrl.experiments.report import build_report
 from sparse_rtrl.tasks import make_task
 
@@ -53,7 +54,7 @@ def test_quick_and_paper_profiles_define_the_c8_experiment():
         assert exp.lr_reference == "dense" and not set(exp.seeds) & set(exp.validation_seeds)
         fractions = sorted({c8.method_fraction(m) for m in exp.methods} - {None})
         assert fractions == pytest.approx([0, 1 / 4, 1 / 3, 1 / 2, 1])
-        assert protocol_for(exp) == (c8.pretrain, c8.adapt)
+        assert adapt_for(exp) is c8.adapt
 
 
 def test_sweep_writes_the_c8_row_with_its_verdict_fields(finished):
@@ -97,7 +98,7 @@ def test_per_run_results_hold_the_head_diagnostics(finished):
 
 def test_dense_with_sgd_equals_a_plain_backprop_reference():
     exp = tiny(diagnostics=())
-    snapshot = c8.pretrain(exp, 0).to_dict()
+    snapshot = pretrain(exp, 0).to_dict()
     lr, seed = 0.05, 0
     result = c8.adapt(exp, exp.method("dense"), seed, snapshot, lr)
 
@@ -129,7 +130,7 @@ def test_dense_with_sgd_equals_a_plain_backprop_reference():
 @pytest.mark.parametrize("label", ["frozen", "readout"])
 def test_the_batched_fast_path_equals_the_step_by_step_learner(label):
     exp = tiny(diagnostics=())
-    snapshot = c8.pretrain(exp, 1).to_dict()
+    snapshot = pretrain(exp, 1).to_dict()
     task = make_task("sine")
     s = task.sample_shift(exp.pre_shift_steps, exp.adapt_steps, derived_seed(1, "adapt"))
     runs = []
@@ -145,7 +146,7 @@ def test_the_batched_fast_path_equals_the_step_by_step_learner(label):
 
 def test_divergence_is_counted_not_dropped():
     exp = tiny(diagnostics=())
-    snapshot = c8.pretrain(exp, 0).to_dict()
+    snapshot = pretrain(exp, 0).to_dict()
     r = c8.adapt(exp, exp.method("dense"), 0, snapshot, 1e6)
     assert r["diverged"] and r["L"] == math.inf and r["diverged_at"] >= W - 1
 
@@ -156,7 +157,7 @@ def test_bad_methods_say_how_to_fix_them():
     with pytest.raises(ConfigurationError, match="runs the rules"):
         c8.head_options(Method("s", "sparse", {"k": 4}))
     with pytest.raises(ConfigurationError, match="unknown transformer model_options"):
-        c8.build_model(tiny(model_options={"heads": 4, "window": 4, "dropout": 0.1}), make_task("sine"), 0)
+        build_model(tiny(model_options={"heads": 4, "window": 4, "dropout": 0.1}), make_task("sine"), 0)
 
 
 # -- the verdict rule on hand-made numbers ----------------------------------------------------

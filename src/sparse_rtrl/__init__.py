@@ -8,7 +8,7 @@ autodiff cell — behind one PyTorch-native learner::
     h = learner.step(x); learner.backward(loss); optimizer.step()
 """
 
-from . import cells, evaluate, fused, transport
+from . import cells, evaluate, fused, settings, transport
 from .cells import GRU, LSTM, FunctionalCell, VanillaRNN
 from .ensemble import StackedLinear, member_cell, new_ensemble, stack_cells
 from .errors import ConfigurationError, DivergenceError, InputError, SparseRTRLError
@@ -36,6 +36,7 @@ __all__ = [
     "make_transport",
     "member_cell",
     "new_ensemble",
+    "settings",
     "stack_cells",
     "transport",
 ]

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cells import CELLS
 from .errors import SparseRTRLError
 
 
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--k", type=int, default=None, help="paths per unit for --rule sparse (default 4)")
     st.add_argument("--window", type=int, default=None, help="window for --rule tbptt")
     st.add_argument("--decay", type=float, default=None, help="decay for --rule trace")
-    st.add_argument("--cell", default="vanilla", choices=["vanilla", "lstm", "gru"])
+    st.add_argument("--cell", default="vanilla", choices=sorted(CELLS))
     st.add_argument("--hidden", type=int, default=32)
     st.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     st.add_argument("--lr", type=float, default=3e-3)

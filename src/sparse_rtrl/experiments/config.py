@@ -42,8 +42,9 @@ class Experiment:
         name: identifier; result files live under ``runs/<name>/``.
         claims: the claim ids (SPEC §5) this experiment feeds.
         task / task_options: a task of ``sparse_rtrl.tasks`` and its parameters.
-        cell / hidden_size / leak: the recurrent model ("vanilla", "lstm", "gru"), or
-            "transformer" (hidden_size = d_model) for the C8 experiment.
+        cell / hidden_size / leak: the recurrent model, a name of the cell registry
+            (``sparse_rtrl.cells.CELLS``: "vanilla", "lstm", "gru", or one registered with
+            ``register_cell``), or "transformer" (hidden_size = d_model) for the C8 experiment.
         model_options: further model settings (e.g. heads, window for the transformer).
         dtype: "float32" or "float64" (a method may override it).
         pretrain_updates / pretrain_batch / pretrain_chunk / pretrain_lr: offline BPTT on

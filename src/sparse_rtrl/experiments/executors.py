@@ -9,8 +9,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigurationError
+from .jobs import Job
 
-Job = dict
 Outcome = tuple[Job, Any, BaseException | None]
 
 

@@ -1,7 +1,7 @@
 """The claim families, in one table: each module measures its claims from the result files
 (``claims(views, request)`` → rows), draws its figures (``figures(views, folder)`` →
 (title, path) pairs) and defines its experiments; the report iterates this table, and the
-runner asks it which protocol runs an experiment's model.
+runner asks it which adaptation protocol runs an experiment's model.
 
     claims          C1–C7, C10–C12 on recurrent cells (sine, Lorenz, adding)
     transformer_c8  C8, the online transformer with head-sparse transport
@@ -17,6 +17,7 @@ import re
 
 from . import bci, claims, credit, protocol, transformer_c8
 from .config import Experiment
+from .models import TRANSFORMER
 from .views import ClaimResult, ExperimentView, Request
 
 FAMILIES = (claims, transformer_c8, bci, credit)
@@ -36,8 +37,9 @@ def evaluate_claims(views: dict[str, ExperimentView], request: Request | None = 
     return sorted(rows, key=_order)
 
 
-def protocol_for(exp: Experiment):
-    """(pretrain, adapt) for the experiment's model: the transformer's own, else the RNN cells'."""
-    if exp.cell == "transformer":
-        return transformer_c8.pretrain, transformer_c8.adapt
-    return protocol.pretrain, protocol.adapt
+def adapt_for(exp: Experiment):
+    """The adaptation run of the experiment's model: the transformer's own, else the recurrent
+    cells' (pretraining is one function for both: ``pretraining.pretrain``)."""
+    if exp.cell == TRANSFORMER:
+        return transformer_c8.adapt
+    return protocol.adapt

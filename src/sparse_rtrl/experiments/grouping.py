@@ -16,22 +16,22 @@ the products dominate and the gain is gone (~1.1×), so large networks stay solo
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from .. import settings
+from ..cells import CELLS
 from ..ensemble import stack_cells
 from ..tasks import make_task
 from ..transport import RULES as TRANSPORT_RULES
 from .config import FROZEN, READOUT, Experiment, Method
-from .protocol import (CELLS, DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
+from .jobs import GroupJob, Planned, RunJob
+from .protocol import (DTYPES, OPTIMIZERS, PredictionTrace, adapt, adaptation_stream, with_alignment,
                        default_spectrum_every, load_model, make_learner, online_steps, run_result,
                        trained_parameters)
 
-#: set to 1 to run every seed alone (for timing comparisons and debugging)
-DISABLE_ENV = "SPARSE_RTRL_NO_ENSEMBLE"
 #: the largest hidden size grouped: beyond it the batched products dominate and E solo runs
 #: on E cores are as fast (n = 256: ~1.1×), while memory grows E-fold
 MAX_HIDDEN = 128
@@ -43,11 +43,6 @@ MAX_MEMBERS = 8
 RULES = frozenset({name for name, cls in TRANSPORT_RULES.items() if cls.member_reproduces_solo} | {FROZEN, READOUT})
 #: diagnostics recorded per member (anything else keeps the run solo)
 DIAGNOSTICS = frozenset({"jacobian_spectrum", "predictions", "alignment"})
-
-
-def enabled() -> bool:
-    """Grouping is on unless ``$SPARSE_RTRL_NO_ENSEMBLE`` is set to something other than 0."""
-    return os.environ.get(DISABLE_ENV, "0").strip() in ("", "0")
 
 
 def groupable(exp: Experiment, method: Method) -> bool:
@@ -134,40 +129,37 @@ def adapt_ensemble(exp: Experiment, method: Method, seeds: Sequence[int], snapsh
             for e, (s, snap) in enumerate(zip(seeds, snapshots))]
 
 
-def plan_groups(jobs: list[dict], enabled_: bool | None = None) -> list[dict]:
-    """Driver side: merge the adaptation jobs of one (experiment, method, lr) that are
-    :func:`groupable` into group jobs of at most ``MAX_MEMBERS`` seeds, keeping the order of
-    first appearance. A group job keeps its member jobs (paths, run keys, "also" targets) in
-    ``members``; workers get only experiment, method, lr, seeds and snapshot paths.
-    Anything else, and groups of one, stay as they are."""
+def plan_groups(jobs: list[Planned], enabled_: bool | None = None) -> list[Planned]:
+    """Driver side: merge the adaptation runs of one (experiment, method, lr) that are
+    :func:`groupable` into group entries of at most ``MAX_MEMBERS`` seeds, keeping the order
+    of first appearance. A group's :class:`~.jobs.Planned` keeps its member runs (paths, run
+    keys, "also" targets) in ``members``; its :class:`~.jobs.GroupJob` holds only experiment,
+    method, lr, seeds and snapshot paths. Anything else, and groups of one, stay as they are.
+    ``enabled_`` None: :func:`sparse_rtrl.settings.ensembles_enabled`."""
     if enabled_ is None:
-        enabled_ = enabled()
+        enabled_ = settings.ensembles_enabled()
     if not enabled_:
         return jobs
     out: list = []
-    open_groups: dict[tuple, list[dict]] = {}
-    for job in jobs:
-        if job["kind"] != "adapt" or not groupable(job["experiment"], job["method"]):
-            out.append(job)
+    open_groups: dict[tuple, list[Planned]] = {}
+    for entry in jobs:
+        job = entry.job
+        if not isinstance(job, RunJob) or not groupable(job.experiment, job.method):
+            out.append(entry)
             continue
-        key = (job["experiment"].name, repr(job["method"]), job["lr"])
+        key = (job.experiment.name, repr(job.method), job.lr)
         members = open_groups.get(key)
         if members is None or len(members) == MAX_MEMBERS:
             members = open_groups[key] = []
             out.append(members)  # the group takes the place of its first member
-        members.append(job)
-    return [_group_job(item) if isinstance(item, list) else item for item in out]
+        members.append(entry)
+    return [_group(item) if isinstance(item, list) else item for item in out]
 
 
-def _group_job(members: list[dict]) -> dict:
+def _group(members: list[Planned]) -> Planned:
     if len(members) == 1:
         return members[0]
-    first = members[0]
-    return {"kind": "adapt_group", "experiment": first["experiment"], "method": first["method"],
-            "lr": first["lr"], "seeds": [m["seed"] for m in members],
-            "snapshots": [m["snapshot"] for m in members], "members": members}
-
-
-def run_count(job: dict) -> int:
-    """How many runs (seeds) a job does: the progress bar counts runs, not jobs."""
-    return len(job["members"]) if job["kind"] == "adapt_group" else 1
+    first: RunJob = members[0].job
+    job = GroupJob(first.experiment, first.method, first.lr, tuple(m.job.seed for m in members),
+                   tuple(m.job.snapshot for m in members), first.numerics)
+    return Planned(job, None, {}, members=members)

@@ -1,10 +1,9 @@
-"""The adaptation protocol of SPEC §3: pretrain on regime A (offline BPTT), then adapt online
-from the same snapshot on the same post-shift stream with each method, scoring every step
-before learning from it (test-then-train)."""
+"""The adaptation protocol of SPEC §3 for recurrent cells: from the snapshot of step 1
+(:func:`~.pretraining.pretrain`, offline on regime A), adapt online on the same post-shift
+stream with each method, scoring every step before learning from it (test-then-train)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,129 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cells import CELLS
 from ..evaluate import prequential
 from ..learner import OnlineLearner
 from ..tasks import make_task
 from ..transport import RULES, AbstractTransport, Shadowed
 from .config import FROZEN, READOUT, Experiment, Method
 from .metrics import window_scores
+from .models import build_model, derived_seed
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
-
-#: every random stream of a run derives from (seed, purpose), so any number can be regenerated
-PURPOSES = {"init": 0, "pretrain_data": 1, "pretrain_batches": 2, "adapt": 3, "masks": 4}
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    return 1000 * int(seed) + PURPOSES[purpose]
-
-
-def build_model(exp: Experiment, task, seed: int) -> tuple[nn.Module, nn.Linear]:
-    """The recurrent cell and linear readout, initialised from ``seed`` (float64 masters)."""
-    g = torch.Generator().manual_seed(derived_seed(seed, "init"))
-    kwargs = {"leak": exp.leak} if "leak" in inspect.signature(CELLS[exp.cell]).parameters else {}
-    cell = CELLS[exp.cell](task.input_size, exp.hidden_size, **kwargs).double()
-    cell.reset_parameters(generator=g)
-    readout = nn.Linear(exp.hidden_size, task.output_size).double()
-    bound = 1.0 / math.sqrt(exp.hidden_size)
-    with torch.no_grad():
-        readout.weight.uniform_(-bound, bound, generator=g)
-        readout.bias.zero_()
-    return cell, readout
-
-
-@dataclass
-class Snapshot:
-    """The pretrained model of one seed (RNN or transformer), and how its pretraining went."""
-
-    cell_state: dict
-    readout_state: dict
-    losses: list[float]  # mean loss per logged block of updates
-    final_loss: float
-    plateau_ratio: float  # loss of the last 10 % of updates / loss of the 10 % before
-    model_config: dict | None = None  # models whose shape is not in the Experiment
-
-    @classmethod
-    def from_history(cls, cell_state: dict, readout_state: dict, history, model_config: dict | None = None) -> "Snapshot":
-        """Summarise the per-update pretraining losses: 50 block means, the mean of the last
-        10 % and its ratio to the 10 % before (≈ 1 once pretraining has plateaued)."""
-        h = np.asarray(history, dtype=float)
-        tenth = max(1, len(h) // 10)
-        block = max(1, len(h) // 50)
-        return cls(
-            cell_state=cell_state, readout_state=readout_state, model_config=model_config,
-            losses=[float(h[i : i + block].mean()) for i in range(0, len(h), block)],
-            final_loss=float(h[-tenth:].mean()),
-            plateau_ratio=float(h[-tenth:].mean() / h[-2 * tenth : -tenth].mean()) if len(h) >= 2 * tenth else math.nan,
-        )
-
-    def to_dict(self) -> dict:
-        out = {"cell_state": self.cell_state, "readout_state": self.readout_state,
-               "losses": self.losses, "final_loss": self.final_loss, "plateau_ratio": self.plateau_ratio}
-        return out if self.model_config is None else {**out, "model_config": self.model_config}
-
-
-def _windows(stream, length: int) -> np.ndarray:
-    """Valid start indices of training windows: any t for continuous tasks, else sequence starts."""
-    T = stream.inputs.shape[0]
-    if bool(stream.starts[1:].any()):
-        starts = torch.nonzero(stream.starts).flatten().numpy()
-        return starts[starts + length <= T]
-    return np.arange(0, T - length + 1)
-
-
-def _unroll(cell, fused: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-    """Hidden outputs h_t for a batch of windows x (batch, length, I), from zero state."""
-    if fused is not None:
-        return fused(x)[0]
-    stacked = [p.unsqueeze(0) for p in cell.parameters()]
-    s = torch.zeros(1, x.shape[0], cell.state_size, dtype=x.dtype)
-    out = []
-    for t in range(x.shape[1]):
-        s = cell.step(stacked, s, x[:, t].unsqueeze(0))
-        out.append(cell.hidden(s[0]))
-    return torch.stack(out, dim=1)
-
-
-def pretrain(exp: Experiment, seed: int) -> Snapshot:
-    """Offline BPTT on a regime-A stream, float64: ``pretrain_updates`` Adam updates on
-    batches of random windows (whole sequences for sequence tasks), gradient norm clipped
-    at 1."""
-    task = make_task(exp.task, **exp.task_options)
-    cell, readout = build_model(exp, task, seed)
-    length, burn_in = exp.pretrain_chunk, exp.pretrain_burn_in
-    data = task.sample("A", max(20 * length, 20_000), derived_seed(seed, "pretrain_data"))
-    if not task.continuous_error:
-        length, burn_in = int(torch.nonzero(data.starts).flatten()[1]), 0  # one whole sequence
-    starts = _windows(data, length)
-    batch = exp.pretrain_batch
-    rng = np.random.default_rng(derived_seed(seed, "pretrain_batches"))
-    fused = cell.fused_twin()
-    model = fused if fused is not None else cell
-    params = [*model.parameters(), *readout.parameters()]
-    opt = torch.optim.Adam(params, lr=exp.pretrain_lr)
-    history = []
-    for _ in range(exp.pretrain_updates):
-        idx = torch.as_tensor(rng.choice(starts, size=batch))
-        window = idx[:, None] + torch.arange(length)[None, :]
-        x, y = data.inputs[window], data.targets[window]  # (batch, length, ·)
-        mask = data.error_mask[window].clone()
-        mask[:, :burn_in] = False
-        hidden = _unroll(cell, fused, x)  # (batch, length, n)
-        loss = task.loss(readout(hidden[mask]), y[mask])
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        history.append(float(loss.detach()))
-    if fused is not None:
-        with torch.no_grad():
-            for name, p in cell.named_parameters():
-                p.copy_(getattr(fused, f"{name}_l0"))
-    return Snapshot.from_history({k: v.clone() for k, v in cell.state_dict().items()},
-                                 {k: v.clone() for k, v in readout.state_dict().items()}, history)
 
 
 def adaptation_stream(exp: Experiment, task, seed: int):

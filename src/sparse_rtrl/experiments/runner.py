@@ -29,10 +29,12 @@ from .. import __version__
 from ..cells import CELLS
 from ..errors import ConfigurationError, SparseRTRLError
 from .config import FROZEN, Experiment, Method
-from .families import protocol_for
+from .families import adapt_for
+from .pretraining import pretrain
 from .results import Layout, format_lr, read_json, run_key, write_json_atomic
 from .executors import LocalExecutor
-from .grouping import adapt_group, plan_groups, run_count
+from .grouping import adapt_group, plan_groups
+from .jobs import GroupJob, Job, Planned, PretrainJob, RunJob, run_count
 from .preflight import numerics
 from .selection import choose_lr, grow_grid
 
@@ -61,44 +63,45 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def execute(job: dict) -> dict | list[dict]:
-    """Run one job (in a worker); returns what the driver writes — for a group of seeds
-    ("adapt_group"), one result per seed. One torch thread per job."""
+def execute(job: Job) -> dict | list[dict]:
+    """Run one job (in a worker), dispatching on its type; returns what the driver writes —
+    for a :class:`GroupJob`, one result per seed. One torch thread per job."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        exp: Experiment = job["experiment"]
-        here, expected = numerics(exp.device), job.get("numerics")
-        if expected is not None and here != expected:  # e.g. a cluster node without a compiler
-            raise NumericsChanged(f"this worker computes with {here}, the driver expects {expected}: "
+        exp = job.experiment
+        here = numerics(exp.device)
+        if job.numerics is not None and here != job.numerics:  # e.g. a cluster node without a compiler
+            raise NumericsChanged(f"this worker computes with {here}, the driver expects {job.numerics}: "
                                   "give every node the same torch and a C compiler (`sparse-rtrl "
                                   "build-kernels` shows why the kernels fail), or run there alone")
-        pretrain, adapt = protocol_for(exp)
-        if job["kind"] == "pretrain":
-            return pretrain(exp, job["seed"]).to_dict()
-        if job["kind"] == "adapt_group":
-            snapshots = [torch.load(path, weights_only=False) for path in job["snapshots"]]
-            return adapt_group(exp, job["method"], job["seeds"], snapshots, job["lr"])
-        snapshot = torch.load(job["snapshot"], weights_only=False)
-        return adapt(exp, job["method"], job["seed"], snapshot, job["lr"])
+        match job:
+            case PretrainJob():
+                return pretrain(exp, job.seed).to_dict()
+            case GroupJob():
+                snapshots = [torch.load(path, weights_only=False) for path in job.snapshots]
+                return adapt_group(exp, job.method, list(job.seeds), snapshots, job.lr)
+            case RunJob():
+                return adapt_for(exp)(exp, job.method, job.seed, torch.load(job.snapshot, weights_only=False), job.lr)
+        raise TypeError(f"execute takes a PretrainJob, RunJob or GroupJob, got {type(job).__name__}")
     finally:
         torch.set_num_threads(threads)
 
 
-def resources(job: dict) -> dict:
+def resources(job: Job) -> dict:
     """Resource hints of a job for cluster executors: one CPU, memory from the size of M
     (dense rules keep N·P numbers per stream and per member of a group of seeds), a GPU when
     the experiment runs on CUDA."""
-    exp: Experiment = job["experiment"]
+    exp: Experiment = job.experiment
     n = exp.hidden_size
     kind = CELLS.get(exp.cell)  # None: the transformer (12 blocks of n × n weights a head)
     N = kind.halves * n if kind else n
     gates = kind.gates if kind else 12
     P = gates * n * (n + 100 + 2)  # inputs: ≤ 100 channels in every task here
-    dtype = (job.get("method") and job["method"].dtype) or exp.dtype
+    method = getattr(job, "method", None)
+    dtype = (method and method.dtype) or exp.dtype
     itemsize = 8 if dtype == "float64" else 4
-    members = len(job.get("seeds", ())) or 1
-    hint = {"num_cpus": 1, "memory": int(2 * members * N * P * itemsize + 400 * 2**20)}
+    hint = {"num_cpus": 1, "memory": int(2 * run_count(job) * N * P * itemsize + 400 * 2**20)}
     if exp.device.startswith("cuda"):
         hint["num_gpus"] = 1
     return hint
@@ -209,7 +212,7 @@ class Sweep:
         data = read_json(path)
         return data is not None and data.get("key") == key and self._acceptable(data)
 
-    def _pretrain_jobs(self) -> list[dict]:
+    def _pretrain_jobs(self) -> list[Planned]:
         jobs, seen = [], set()
         for exp in self.experiments:
             for seed in (*exp.validation_seeds, *exp.seeds):
@@ -218,17 +221,16 @@ class Sweep:
                 if path in seen or self._done(path, key):
                     continue
                 seen.add(path)
-                jobs.append({"kind": "pretrain", "experiment": exp, "seed": seed, "path": path,
-                             "meta": self._meta("pretrain", exp, seed)})
+                jobs.append(Planned(PretrainJob(exp, seed, self.numerics(exp.device)), path,
+                                    self._meta("pretrain", exp, seed)))
         return jobs
 
-    def _adapt_job(self, exp, method, seed, lr, path) -> dict | None:
+    def _adapt_job(self, exp, method, seed, lr, path) -> Planned | None:
         key = run_key("adapt", exp, seed, method, lr)
         if self._done(path, key):
             return None
-        return {"kind": "adapt", "experiment": exp, "seed": seed, "method": method, "lr": lr,
-                "snapshot": str(self.layout.snapshot(exp, seed)), "path": path,
-                "meta": self._meta("adapt", exp, seed, method, lr)}
+        job = RunJob(exp, method, seed, lr, str(self.layout.snapshot(exp, seed)), self.numerics(exp.device))
+        return Planned(job, path, self._meta("adapt", exp, seed, method, lr))
 
     def _tuned_methods(self, exp: Experiment) -> list[Method]:
         """The methods whose validation runs choose rates: the reference, or every method
@@ -257,7 +259,7 @@ class Sweep:
         return grow_grid(exp.lr_rule, exp.lr_grid, lambda lr: self._validation_results(exp, method, lr),
                          exp.lr_extend)
 
-    def _validation_jobs(self) -> list[dict]:
+    def _validation_jobs(self) -> list[Planned]:
         jobs = []
         for exp in self.experiments:
             if len(exp.lr_grid) == 1:
@@ -269,7 +271,7 @@ class Sweep:
                         path = self.layout.validation(exp, lr, seed, method)
                         job = self._adapt_job(quiet, method, seed, lr, path)
                         if job:
-                            job["meta"]["phase"] = "validation"
+                            job.meta["phase"] = "validation"
                             jobs.append(job)
         return jobs
 
@@ -303,7 +305,7 @@ class Sweep:
             record.update(lr=lr, table=table(t))
         return record
 
-    def _evaluation_jobs(self) -> list[dict]:
+    def _evaluation_jobs(self) -> list[Planned]:
         jobs = []
         for exp in self.experiments:
             chosen = self.chosen_lrs(exp)
@@ -313,7 +315,7 @@ class Sweep:
                     lr = chosen[method.label][0]
                     job = self._adapt_job(exp, method, seed, lr, self.layout.evaluation(exp, method, seed))
                     if job:
-                        job["meta"]["phase"] = "evaluation"
+                        job.meta["phase"] = "evaluation"
                         jobs.append(job)
         return jobs
 
@@ -327,24 +329,24 @@ class Sweep:
                 index.setdefault(data["key"], path)
         return index
 
-    def _dedupe(self, jobs: list[dict]) -> list[dict]:
+    def _dedupe(self, jobs: list[Planned]) -> list[Planned]:
         """Copy results that exist under another name; run each distinct key once."""
-        if not jobs or jobs[0]["kind"] == "pretrain":
+        if not jobs or isinstance(jobs[0].job, PretrainJob):
             return jobs
         index, unique = self._index(), {}
         for job in jobs:
-            key = job["meta"]["key"]
+            key = job.meta["key"]
             if key in index:  # the copy says how its source was computed
                 source = read_json(index[key])
-                write_json_atomic(job["path"], {**job["meta"], "numerics": source.get("numerics"),
-                                                "result": source["result"]})
+                write_json_atomic(job.path, {**job.meta, "numerics": source.get("numerics"),
+                                             "result": source["result"]})
             elif key in unique:
-                unique[key]["also"].append(job)
+                unique[key].also.append(job)
             else:
-                unique[key] = {**job, "also": []}
+                unique[key] = job
         return list(unique.values())
 
-    def _execute(self, stage: str, jobs: list[dict], limit: list[int]) -> None:
+    def _execute(self, stage: str, jobs: list[Planned], limit: list[int]) -> None:
         jobs = self._dedupe(jobs)
         if limit[0] is not None:  # the limit counts runs, before they are grouped
             jobs = jobs[: max(0, limit[0])]
@@ -355,38 +357,37 @@ class Sweep:
         jobs = plan_groups(jobs, self.ensembles)
         failures = []
         bar = tqdm(total=runs, desc=stage, disable=not self.progress, unit="run")
-        # workers get what they run, not the driver's paths, run keys and "also" targets
-        payload = [{**{k: v for k, v in job.items() if k not in ("path", "meta", "also", "members")},
-                    "numerics": self.numerics(job["experiment"].device)} for job in jobs]
-        by_id = {id(p): j for p, j in zip(payload, jobs)}  # executors yield the objects they were given
-        for sent, result, err in self.executor.map(self.task, payload):
+        # workers get what they run (the job), not the driver's paths, run keys and "also" targets
+        by_id = {id(p.job): p for p in jobs}  # executors yield the objects they were given
+        for sent, result, err in self.executor.map(self.task, [p.job for p in jobs]):
             job = by_id[id(sent)]
-            bar.update(run_count(job))
+            bar.update(run_count(sent))
             if err is not None:
-                failures.extend((member, err) for member in job.get("members", [job]))
+                failures.extend((member, err) for member in job.runs())
                 continue
             self._write(job, result)
         bar.close()
         if failures:
-            lines = "\n".join(f"  {j['meta']['experiment']} {j['kind']} seed {j['seed']}: {e!r}" for j, e in failures)
+            lines = "\n".join(f"  {j.meta['experiment']} {j.meta['kind']} seed {j.meta['seed']}: {e!r}"
+                              for j, e in failures)
             raise RunsFailed(f"{len(failures)} run(s) failed (finished runs are saved; rerun to retry):\n{lines}")
 
-    def _write(self, job: dict, result: dict | list[dict]) -> None:
-        if job["kind"] == "adapt_group":  # one file per seed, as if each had run alone
-            for member, member_result in zip(job["members"], result, strict=True):
+    def _write(self, job: Planned, result: dict | list[dict]) -> None:
+        if isinstance(job.job, GroupJob):  # one file per seed, as if each had run alone
+            for member, member_result in zip(job.members, result, strict=True):
                 self._write(member, member_result)
             return
-        if job["kind"] == "pretrain":
-            path: Path = job["path"]
+        if isinstance(job.job, PretrainJob):
+            path: Path = job.path
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             torch.save(result, tmp)
             os.replace(tmp, path)
             summary = {k: v for k, v in result.items() if k not in ("cell_state", "readout_state")}
-            write_json_atomic(path.with_suffix(".json"), {**job["meta"], "result": summary})
+            write_json_atomic(path.with_suffix(".json"), {**job.meta, "result": summary})
         else:
-            for target in (job, *job.get("also", ())):
-                write_json_atomic(target["path"], {**target["meta"], "result": result})
+            for target in (job, *job.also):
+                write_json_atomic(target.path, {**target.meta, "result": result})
 
     def run(self, limit: int | None = None) -> bool:
         """Run what is missing; ``limit`` stops after that many runs (for testing resumption).
@@ -405,9 +406,9 @@ class Sweep:
         # a grid that grows (lr_extend) plans its next rate once the last ones are finished
         planned = None
         while (jobs := self._validation_jobs()):
-            if planned == [j["path"] for j in jobs] or (budget[0] is not None and budget[0] <= 0):
+            if planned == [j.path for j in jobs] or (budget[0] is not None and budget[0] <= 0):
                 return False  # nothing came of the last round (or the run limit is reached)
-            planned = [j["path"] for j in jobs]
+            planned = [j.path for j in jobs]
             self._execute("validation", jobs, budget)
         self._execute("evaluation", self._evaluation_jobs(), budget)
         return not self._evaluation_jobs()

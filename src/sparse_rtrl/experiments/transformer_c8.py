@@ -5,8 +5,9 @@ the attention heads beats the dense reference and 33 % is borderline. This modul
 SPEC §3 protocol with :mod:`sparse_rtrl.transformer` (the design is the project's own; see
 docs/transformer.md, "The C8 experiment"):
 
-1. ``pretrain``: a :class:`~sparse_rtrl.transformer.CausalTransformer` learns regime A of the
-   task offline (teacher-forced windows, full backprop, Adam).
+1. pretraining (:func:`~.pretraining.pretrain`, shared with the recurrent cells): a
+   :class:`~sparse_rtrl.transformer.CausalTransformer` learns regime A of the task offline
+   (teacher-forced windows, full backprop, Adam).
 2. ``adapt``: from that snapshot, on the same A→B stream for every method, test-then-train
    online: predict y_t from the window ending at t, score it, then learn from it. Methods
    differ only in which heads carry gradient to earlier positions:
@@ -34,7 +35,6 @@ from __future__ import annotations
 import math
 import time
 from fractions import Fraction
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +42,12 @@ import torch
 
 from ..errors import ConfigurationError
 from ..tasks import make_task
-from ..transformer import CausalTransformer, OnlineTransformer, TransformerConfig, head_profile, heads_kept
-from ..transformer import pretrain as pretrain_windows
+from ..transformer import CausalTransformer, OnlineTransformer, head_profile, heads_kept
 from .views import ClaimResult, ExperimentView, Request, counting_divergence, fmt, not_requested
 from .config import FROZEN, READOUT, Experiment, Method
 from ..evaluate import prequential
-from .protocol import DTYPES, OPTIMIZERS, Snapshot, derived_seed, run_result
+from .models import build_model, derived_seed
+from .protocol import DTYPES, OPTIMIZERS, run_result
 
 CLAIM = "transformer: gradient to the past through 50 % / 33 % of the heads vs all (dense)"
 PAPER = "50 % beats dense; 33 % borderline"
@@ -55,8 +55,6 @@ PAPER = "50 % beats dense; 33 % borderline"
 #: the rules of this protocol besides "frozen" and "readout", and their head fraction
 FIXED_FRACTIONS = {"full": 1.0, "immediate": 0.0}
 HEAD_OPTIONS = ("fraction", "selection", "importance_score")
-#: model_options keys that build the model (d_model is the experiment's hidden_size)
-MODEL_KEYS = tuple(f.name for f in fields(TransformerConfig) if f.name not in ("input_size", "output_size", "d_model"))
 
 #: diagnostics: held-out regime-B windows profiled at each checkpoint, and the checkpoints
 #: (fractions of the adaptation window: 0 = the snapshot before any online update)
@@ -135,51 +133,12 @@ def experiments(profile: str) -> list[Experiment]:
     )]
 
 
-# -- the protocol ----------------------------------------------------------------------------
-def build_model(exp: Experiment, task, seed: int) -> CausalTransformer:
-    """The transformer of ``exp`` initialised from ``seed`` (float64 master)."""
-    unknown = set(exp.model_options) - set(MODEL_KEYS)
-    if unknown:
-        raise ConfigurationError(
-            f"experiment {exp.name!r}: unknown transformer model_options {sorted(unknown)}; use "
-            f"{', '.join(MODEL_KEYS)} (d_model is hidden_size)"
-        )
-    return CausalTransformer(task.input_size, task.output_size, d_model=exp.hidden_size,
-                             seed=derived_seed(seed, "init"), **exp.model_options).double()
-
-
-def _split(model: CausalTransformer) -> tuple[dict, dict]:
-    """(body, readout) state dicts: the snapshot format shared with the RNN protocol."""
-    state = model.state_dict()
-    body = {k: v.clone() for k, v in state.items() if not k.startswith("readout.")}
-    readout = {k[len("readout."):]: v.clone() for k, v in state.items() if k.startswith("readout.")}
-    return body, readout
-
-
+# -- the protocol (step 1, pretraining, is ``pretraining.pretrain``) ------------------------
 def load_snapshot(exp: Experiment, task, seed: int, snapshot: dict) -> CausalTransformer:
+    """The pretrained transformer of ``seed`` (float64; body and readout from the snapshot)."""
     model = build_model(exp, task, seed)
     model.load_state_dict({**snapshot["cell_state"], **{f"readout.{k}": v for k, v in snapshot["readout_state"].items()}})
     return model
-
-
-def pretrain(exp: Experiment, seed: int) -> Snapshot:
-    """Teacher-forced pretraining on regime A in float64: ``pretrain_updates`` Adam updates
-    (lr ``pretrain_lr``) on batches of ``pretrain_batch`` random full windows, each scored at
-    its newest position (the prediction the online learner makes)."""
-    task = make_task(exp.task, **exp.task_options)
-    if not task.continuous_error:
-        raise ConfigurationError(
-            f"the transformer protocol needs a continuous-error task (an error at every step); "
-            f"{exp.task!r} scores only sequence ends"
-        )
-    model = build_model(exp, task, seed)
-    W = model.config.window
-    data = task.sample("A", max(20 * W, 20_000), derived_seed(seed, "pretrain_data"))
-    h = pretrain_windows(model, data.inputs, data.targets, steps=exp.pretrain_updates,
-                         batch_size=exp.pretrain_batch, lr=exp.pretrain_lr,
-                         seed=derived_seed(seed, "pretrain_batches"), loss_fn=task.loss).numpy()
-    body, readout = _split(model)
-    return Snapshot.from_history(body, readout, h, model_config=asdict(model.config))
 
 
 def head_options(method: Method) -> dict:

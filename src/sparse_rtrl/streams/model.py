@@ -10,12 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cells import GRU, LSTM, VanillaRNN
+from ..cells import CELLS
 from ..errors import ConfigurationError
 from ..learner import OnlineLearner
 from ..transport import RULES
 
-CELLS = {"vanilla": VanillaRNN, "lstm": LSTM, "gru": GRU}
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
               "adamw": torch.optim.AdamW}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import settings
 from ..errors import ConfigurationError
 from .bci_sources import SOURCE_OPTIONS, SOURCE_TYPES, Chewie, Files, Stevenson, Synthetic, from_options
 from .base import AbstractTask, Segments, Stream, check_float, continuous_stream, fmt, set_field
@@ -45,7 +45,7 @@ TRANSFORMS = ("sqrt", "log1p", "none")
 #: the shared recordings, by source (where to get them: docs/data.md, "Provenance and citation")
 CHEWIE_FILES = ("chewie_2013-10-03_bin100ms_moving.npz", "chewie_2013-12-19_bin100ms_moving.npz")
 STEVENSON_FILE = "stevenson2011_m1.mat"
-DATA_ENV = "SPARSE_RTRL_DATA"
+DATA_ENV = settings.VARIABLES["data_dir"]
 
 #: bins of the fixed-seed reference draw of synthetic session A that gives its statistics
 SYNTHETIC_REFERENCE_BINS = 12_000
@@ -66,9 +66,9 @@ def default_data_dir() -> Path | None:
     ``shared/data`` beside the source checkout (``<checkout>/../shared/data``) if it exists,
     else None. Never relative to the current directory: the same command finds the same
     files wherever it is run from."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
+    configured = settings.data_dir()
+    if configured is not None:
+        return configured
     beside = _CHECKOUT.parent / "shared" / "data"
     return beside if (_CHECKOUT / "pyproject.toml").is_file() and beside.is_dir() else None
 

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigurationError, InputError
 from ..evaluate import prequential
+from ..offline import fit
 from .diagnostics import LossFn, mse
 from .learner import OnlineTransformer
 from .model import CausalTransformer
@@ -68,7 +69,8 @@ def pretrain(
     """Train ``model`` in place with Adam on full windows of (inputs (T, I), targets (T, O)).
 
     Each update draws ``batch_size`` windows uniformly (seeded) and minimises the mean loss
-    of their newest predictions. Returns the per-update training losses ``(steps,)``.
+    of their newest predictions (the loop is :func:`sparse_rtrl.offline.fit`). Returns the
+    per-update training losses ``(steps,)``.
     """
     _check_stream(model, inputs, targets)
     W = model.config.window
@@ -76,16 +78,12 @@ def pretrain(
         raise InputError(f"the stream has {inputs.shape[0]} steps, fewer than one window (W={W})")
     xs, ys = windows(inputs, W), targets[W - 1 :]
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = torch.empty(steps, dtype=torch.float64)
-    for i in range(steps):
+
+    def batch_loss() -> Tensor:
         idx = torch.randint(xs.shape[0], (batch_size,), generator=gen)
-        loss = loss_fn(model(xs[idx]), ys[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses[i] = loss.item()
-    return losses
+        return loss_fn(model(xs[idx]), ys[idx])
+
+    return fit(model.parameters(), batch_loss, steps, lr)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import warnings
 
 import torch
 
+from .. import settings
 from ..errors import ConfigurationError
 from . import _kernel_cache
 
@@ -207,8 +208,9 @@ def _cpu_flags() -> list[str]:
 
 
 def disabled() -> bool:
-    """Whether ``SPARSE_RTRL_NO_EXTENSION`` asks for the pure-torch paths."""
-    return os.environ.get("SPARSE_RTRL_NO_EXTENSION", "") not in ("", "0")
+    """Whether ``SPARSE_RTRL_NO_EXTENSION`` (or ``settings.using(compiled_kernels=False)``)
+    asks for the pure-torch paths."""
+    return not settings.compiled_kernels_enabled()
 
 
 def _compiler() -> str | None:
@@ -293,7 +295,7 @@ def get() -> ctypes.CDLL | None:
     fallback not asked for by ``SPARSE_RTRL_NO_EXTENSION`` warns once, naming the cause."""
     global _lib, _tried, reason
     if disabled():
-        reason = "disabled by SPARSE_RTRL_NO_EXTENSION"
+        reason = "disabled by SPARSE_RTRL_NO_EXTENSION (or settings.using(compiled_kernels=False))"
         return None
     if _tried:
         return _lib

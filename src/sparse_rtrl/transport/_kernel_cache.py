@@ -23,10 +23,11 @@ import shutil
 import stat
 import tempfile
 
+from .. import settings
 from ..errors import ConfigurationError
 
 #: set to a private folder to keep the compiled kernels there
-CACHE_ENV = "SPARSE_RTRL_CACHE"
+CACHE_ENV = settings.VARIABLES["cache_dir"]
 
 
 class CacheError(ConfigurationError):
@@ -64,9 +65,8 @@ def check_private(path: str, folder: bool = True) -> None:
 
 
 def user_dir() -> str:
-    """The configured cache folder (not created)."""
-    return os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sparse_rtrl")
+    """The configured cache folder (not created; see :func:`sparse_rtrl.settings.cache_dir`)."""
+    return settings.cache_dir()
 
 
 _temporary: str | None = None
