@@ -38,6 +38,12 @@ ROW_BLOCK_BYTES = 256 << 10
 ROW_BLOCK_MIN_WIDTH = 256
 #: bytes of the k source-row segments the compiled column kernel keeps in cache per block
 COLUMN_BLOCK_BYTES = 256 << 10
+#: bytes of M above which the compiled column kernel writes M by streaming stores (M is then
+#: written without being read; below this M may stay in the last-level cache for the
+#: gradient's read, and streaming it out would cost a trip to memory)
+STREAM_BYTES = 32 << 20
+#: bytes of the block of g the compiled gradient kernel accumulates in cache
+GRADIENT_BLOCK_BYTES = 512 << 10
 #: k/N above which a row-sparse product goes through a dense masked matrix and BLAS: with the
 #: compiled kernel (measured crossover ≈ N/2 on a 2-core AMD EPYC, float32), and without it
 DENSE_FRACTION_COMPILED = 0.5
@@ -73,6 +79,14 @@ def _balanced(P: int, width: int) -> int:
     return -(-P // blocks)
 
 
+def _lines(width: int, P: int, itemsize: int) -> int:
+    """``width`` rounded up to whole 64-byte cache lines (at most P), so that column blocks of
+    rows that start on a line also end on one (a line shared by two blocks, written by
+    streaming stores from both, is flushed to memory in halves)."""
+    per_line = max(1, 64 // itemsize)
+    return min(P, -(-width // per_line) * per_line)
+
+
 def matmul_(A: Tensor, M: Tensor) -> None:
     """M ← A·M for A ``(E, B, N, N)`` (J, or K ⊙ J), in place."""
     E, B, N, P = M.shape
@@ -96,14 +110,33 @@ def dense_rows(index: Tensor, weight: Tensor, N: int) -> Tensor:
     return A.scatter_add_(-1, index, weight)
 
 
+def compiled_for(M: Tensor) -> bool:
+    """Whether the compiled CPU kernels apply to M (contiguous float32/float64 on the CPU,
+    kernels built and not switched off)."""
+    return _cpu_kernels.usable(M) and M.is_contiguous()
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling()
+
+
 def gather_rows_(index: Tensor, weight: Tensor, M: Tensor) -> None:
     """M[i] ← Σ_r weight[i, r]·M[index[i, r]] per stream, in place (row-sparse K ⊙ J).
 
     index, weight: ``(E, B, N, k)``; index holds distinct source units in [0, N) per row.
+    Under ``torch.compile`` this is the operator ``sparse_rtrl::gather_rows_`` (:mod:`.ops`);
+    eager calls skip the operator's dispatch (≈ 12 µs a call) and run the same code directly.
     """
+    if _tracing():
+        torch.ops.sparse_rtrl.gather_rows_(index, weight, M)
+    else:
+        gather_rows_impl(index, weight, M, compiled_for(M))
+
+
+def gather_rows_impl(index: Tensor, weight: Tensor, M: Tensor, compiled: bool) -> None:
+    """:func:`gather_rows_` by the compiled kernel (``compiled``) or by pure torch."""
     E, B, N, P = M.shape
     k = index.shape[-1]
-    compiled = _cpu_kernels.usable(M) and M.is_contiguous()
     if k == 0:
         M.zero_()
     elif k > (DENSE_FRACTION_COMPILED if compiled else DENSE_FRACTION) * N:
@@ -148,17 +181,29 @@ def gather_columns_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor
     """M ← J[:, S]·M[S] (+ diag(diagonal)·M) per stream, in place (column-sparse K ⊙ J).
 
     columns: ``(E, B, k)`` source units S; weight: ``(E, B, N, k)`` the kept entries J[:, S];
-    diagonal: ``(E, B, N)`` or None. Only the k rows M[S] are copied.
+    diagonal: ``(E, B, N)`` or None. Only the k rows M[S] are copied. Under ``torch.compile``
+    this is the operator ``sparse_rtrl::gather_columns_`` (as :func:`gather_rows_`).
     """
+    if _tracing():
+        torch.ops.sparse_rtrl.gather_columns_(columns, weight, M, diagonal)
+    else:
+        gather_columns_impl(columns, weight, M, diagonal, compiled_for(M))
+
+
+def gather_columns_impl(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None,
+                        compiled: bool) -> None:
+    """:func:`gather_columns_` by the compiled kernel (``compiled``, k ≤ 16) or by pure torch."""
     E, B, N, P = M.shape
     k = columns.shape[-1]
-    if k <= 16 and _cpu_kernels.usable(M) and M.is_contiguous():
+    if k <= 16 and compiled:
         _cpu_kernels.columns(
             columns.reshape(E * B, k).contiguous(),
             weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
             M.view(E * B, N, P),
             None if diagonal is None else diagonal.reshape(E * B, N).to(M.dtype).contiguous(),
-            _balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))),
+            _lines(_balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))), P,
+                   M.element_size()),
+            stream=diagonal is None and M.numel() * M.element_size() >= STREAM_BYTES,
         )
     else:
         gather_columns_torch_(columns, weight, M, diagonal)
@@ -200,3 +245,17 @@ def gather_columns_torch_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: 
         if d is not None:
             out.addcmul_(block, d)
         block.copy_(out)
+
+
+def delta_rows(delta: Tensor, M: Tensor) -> Tensor:
+    """g = Σ_b δ_b·M_b[:H], ``(E, P)``, for δ ``(E, B, H)`` and M ``(E, B, N, P)``: the
+    transported gradient reads only the first H rows of M (the hidden output h).
+
+    On CPU the compiled kernel makes one read pass over those rows; elsewhere ``einsum``.
+    """
+    H = delta.shape[-1]
+    if _cpu_kernels.usable(M) and M.is_contiguous():
+        P = M.shape[-1]
+        width = _balanced(P, min(-(-P // torch.get_num_threads()), GRADIENT_BLOCK_BYTES // M.element_size()))
+        return _cpu_kernels.gradient(M, delta.to(M.dtype).contiguous(), width)
+    return torch.einsum("ebh,ebhp->ep", delta, M[:, :, :H])

@@ -8,11 +8,10 @@ from typing import Sequence
 import torch
 
 from ..errors import ConfigurationError
-from ..influence import dense_gradient
 from . import masks
 from .base import AbstractTransport, Generators, RuleState, TransportContext, member_seeds
 from .full import zeros_like_context
-from .kernels import gather_columns_, gather_rows_, matmul_
+from .kernels import delta_rows, gather_columns_, gather_rows_, matmul_
 
 Tensor = torch.Tensor
 
@@ -210,7 +209,7 @@ class Sparse(AbstractTransport):
         derivs.immediate.add_to_dense(state.M)
 
     def gradient(self, state: SparseState, delta):
-        return dense_gradient(state.ctx.layout, state.M, delta)
+        return state.ctx.layout.split(delta_rows(delta, state.M))
 
     def influence(self, state: SparseState):
         return state.M

@@ -1,0 +1,103 @@
+"""The registered operators ``sparse_rtrl::gather_rows_`` / ``gather_columns_``.
+
+Each must give bit for bit what the eager functions of ``kernels`` give (the same code, now
+behind the dispatcher), trace under ``torch.compile(fullgraph=True)`` with the same result,
+pass ``torch.library.opcheck``, and keep working with the compiled kernels switched off.
+The streaming stores of the column kernel (an M larger than the cache) are checked here to
+change no bit either.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from sparse_rtrl.transport import _cpu_kernels, kernels
+
+OPS = torch.ops.sparse_rtrl
+DTYPES = [torch.float32, torch.float64]
+SHAPES = [(1, 1, 5, 3), (2, 3, 7, 101), (3, 2, 16, 777), (1, 2, 33, 2500)]  # E, B, N, P
+
+
+def case(seed, dtype, E, B, N, P, k):
+    """M, weight, row sources, column sources S, diagonal for one random product."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(E, B, N, P, generator=g, dtype=dtype),
+            torch.randn(E, B, N, k, generator=g, dtype=dtype),
+            torch.rand(E, B, N, N, generator=g).argsort(-1)[..., :k],
+            torch.rand(E, B, N, generator=g).argsort(-1)[..., :k],
+            torch.randn(E, B, N, generator=g, dtype=dtype))
+
+
+def cases():
+    for dtype, (E, B, N, P) in itertools.product(DTYPES, SHAPES):
+        for k in sorted({0, 1, min(4, N), N // 2, N}):  # N // 2 and N: the dense route of the rows
+            yield (dtype, E, B, N, P, k), case(E + N + k, dtype, E, B, N, P, k)
+
+
+def test_the_operators_equal_the_eager_functions_bit_for_bit():
+    for what, (M, weight, index, columns, diagonal) in cases():
+        for d in (None, diagonal):
+            a, b = M.clone(), M.clone()
+            kernels.gather_columns_(columns, weight, a, d)
+            OPS.gather_columns_(columns, weight, b, d)
+            assert torch.equal(a, b), what
+        a, b = M.clone(), M.clone()
+        kernels.gather_rows_(index, weight, a)
+        OPS.gather_rows_(index, weight, b)
+        assert torch.equal(a, b), what
+
+
+@pytest.mark.skipif(_cpu_kernels.get() is None, reason="the compiled kernels are not available")
+def test_streaming_stores_change_no_bit(monkeypatch):
+    for what, (M, weight, _, columns, _) in cases():
+        a, b = M.clone(), M.clone()
+        kernels.gather_columns_(columns, weight, a)
+        monkeypatch.setattr(kernels, "STREAM_BYTES", 0)  # stream every M, however small
+        kernels.gather_columns_(columns, weight, b)
+        monkeypatch.undo()
+        assert torch.equal(a, b), what
+
+
+def step(columns, index, weight, M_rows, M_cols, diagonal):
+    """A small traced function around both operators (through the kernels' functions)."""
+    kernels.gather_rows_(index, weight, M_rows)
+    kernels.gather_columns_(columns, 2.0 * weight, M_cols, diagonal)
+    return M_rows.sum(-1) + M_cols.sum(-1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_operators_trace_under_torch_compile_fullgraph(dtype):
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    for k in (1, 4):
+        M, weight, index, columns, diagonal = case(k, dtype, 2, 3, 16, 777, k)
+        eager = [M.clone(), M.clone()]
+        traced = [M.clone(), M.clone()]
+        out_eager = step(columns, index, weight, *eager, diagonal)
+        out_traced = compiled(columns, index, weight, *traced, diagonal)
+        assert torch.equal(eager[0], traced[0]) and torch.equal(eager[1], traced[1])  # M, in place
+        torch.testing.assert_close(out_traced, out_eager, rtol=1e-4, atol=1e-3)  # inductor sums its own way
+
+
+def test_opcheck_passes():
+    M, weight, index, columns, diagonal = case(0, torch.float64, 2, 3, 7, 101, 3)
+    for op, args in [(OPS.gather_rows_.default, (index, weight, M.clone())),
+                     (OPS.gather_columns_.default, (columns, weight, M.clone(), None)),
+                     (OPS.gather_columns_.default, (columns, weight, M.clone(), diagonal))]:
+        torch.library.opcheck(op, args)
+
+
+def test_the_operators_fall_back_to_pure_torch_without_the_kernels(monkeypatch):
+    """SPARSE_RTRL_NO_EXTENSION=1: the operators run the pure-torch paths (the references)."""
+    monkeypatch.setenv("SPARSE_RTRL_NO_EXTENSION", "1")
+    assert not kernels.compiled_for(torch.zeros(1))
+    for what, (M, weight, index, columns, diagonal) in cases():
+        a, b = M.clone(), M.clone()
+        OPS.gather_columns_(columns, weight, a, diagonal)
+        kernels.gather_columns_torch_(columns, weight, b, diagonal)
+        assert torch.equal(a, b), what
+        a, b = M.clone(), M.clone()
+        OPS.gather_rows_(index, weight, a)
+        kernels.gather_rows_impl(index, weight, b, compiled=False)  # torch: blocked gather or dense
+        assert torch.equal(a, b), what
