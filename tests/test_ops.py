@@ -101,3 +101,32 @@ def test_the_operators_fall_back_to_pure_torch_without_the_kernels(monkeypatch):
         OPS.gather_rows_(index, weight, a)
         kernels.gather_rows_impl(index, weight, b, compiled=False)  # torch: blocked gather or dense
         assert torch.equal(a, b), what
+
+
+@pytest.mark.skipif(_cpu_kernels.get() is None, reason="the compiled kernels are not available")
+@pytest.mark.parametrize("kind", ["VanillaRNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_immediate_term_folded_into_the_column_kernel_changes_no_bit(kind, dtype, monkeypatch):
+    """The compiled column kernel adds a unit-local Ī in its own pass: bit for bit the product
+    followed by ``add_to_dense``, with and without the diagonal and streaming stores, in
+    column blocks that cut Ī's row segments (E = 2 members, B = 3 streams)."""
+    import sparse_rtrl.cells as cells
+    from sparse_rtrl import new_ensemble
+
+    cell = new_ensemble(getattr(cells, kind), 2, 3, 6, seed=1).to(dtype)
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(2, 3, cell.state_size, generator=g, dtype=dtype)
+    x = torch.randn(2, 3, 3, generator=g, dtype=dtype)
+    with torch.no_grad():
+        immediate = cell.step_with_derivatives(cell.stacked_parameters(), s, x, False).immediate
+    N, P = cell.state_size, immediate.layout.size
+    for k, stream, blocks in itertools.product((1, 4, 5), (False, True), (P, 7, 16)):
+        monkeypatch.setattr(kernels, "STREAM_BYTES", 0 if stream else 1 << 62)
+        monkeypatch.setattr(kernels, "_balanced", lambda P, width, blocks=blocks: min(P, blocks))
+        M, weight, _, columns, diagonal = case(k, dtype, 2, 3, N, P, k)
+        for d in (None, diagonal):
+            a, b = M.clone(), M.clone()
+            kernels.gather_columns_(columns, weight, a, d, immediate)
+            kernels.gather_columns_(columns, weight, b, d)
+            immediate.add_to_dense(b)
+            assert torch.equal(a, b), (k, stream, blocks, d is None)

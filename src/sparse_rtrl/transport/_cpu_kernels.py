@@ -158,7 +158,7 @@ def _load(path: str) -> ctypes.CDLL:
         rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
         rows.restype = _INT
         cols = getattr(lib, f"columns_{T}")
-        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT, _INT]
+        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _I64, _I64, _I64, _INT]
         cols.restype = _INT
         grad = getattr(lib, f"gradient_{T}")
         grad.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _INT]
@@ -222,12 +222,16 @@ def rows(index: torch.Tensor, weight: torch.Tensor, M: torch.Tensor, width: int)
 
 
 def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
-            diagonal: torch.Tensor | None, width: int, stream: bool = False) -> None:
-    """M ``(S, N, P)`` ← diag(diagonal)·M + weight·M[columns] per stream, in place.
+            diagonal: torch.Tensor | None, width: int, stream: bool = False,
+            immediate: list[tuple[int, torch.Tensor]] | None = None) -> None:
+    """M ``(S, N, P)`` ← diag(diagonal)·M + weight·M[columns] (+ Ī) per stream, in place.
 
     columns ``(S, k)`` int64, weight ``(S, N, k)``, diagonal ``(S, N)`` or None; contiguous.
     ``stream`` (used without a diagonal only): write M by stores that bypass the cache, so M
     is written without first being read — worth it only when M does not fit in the cache.
+    ``immediate``: a unit-local Ī added in the same pass, one (first column, values C_p) per
+    parameter block in column order, C_p ``(S, halves, gates, n, L_p)`` contiguous of M's
+    dtype, placed as ``influence.UnitLocalImmediate.add_to_dense`` places it.
     """
     S, N, P = M.shape
     k = columns.shape[-1]
@@ -238,8 +242,18 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
         raise ValueError(f"diagonal must be {(S, N)}, got {tuple(diagonal.shape)}")
     fn = getattr(_lib, "columns_float" if M.dtype == torch.float32 else "columns_double")
     diag = None if diagonal is None else _ptr(diagonal, M.dtype)
+    halves, gates, table = 1, 1, None
+    if immediate:
+        halves, gates, n = immediate[0][1].shape[1:4]
+        for offset, values in immediate:
+            if values.shape[:4] != (S, halves, gates, n) or halves * n != N or values.dim() != 5:
+                raise ValueError(f"immediate values must be (S, halves, gates, n, L) with S = {S} and "
+                                 f"halves·n = {N}, got {tuple(values.shape)}")
+        table = torch.tensor([[offset, values.shape[-1], _ptr(values, M.dtype)] for offset, values in immediate],
+                             dtype=torch.int64)
     if fn(_ptr(columns, torch.int64), _ptr(weight, M.dtype), diag, _ptr(M, M.dtype), S, N, k, P,
-          max(1, min(width, P)), int(stream), torch.get_num_threads()):
+          max(1, min(width, P)), int(stream), None if table is None else table.data_ptr(),
+          0 if table is None else len(immediate), halves, gates, torch.get_num_threads()):
         raise MemoryError("the column-gather kernel could not allocate its buffer")
 
 

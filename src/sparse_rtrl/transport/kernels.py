@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..influence import UnitLocalImmediate
 from . import _cpu_kernels
 
 Tensor = torch.Tensor
@@ -177,25 +178,46 @@ def gather_rows_torch_(index: Tensor, weight: Tensor, M: Tensor) -> None:
         src.copy_(a)
 
 
-def gather_columns_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None) -> None:
-    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) per stream, in place (column-sparse K ⊙ J).
+def gather_columns_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None,
+                    immediate=None) -> None:
+    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) (+ Ī) per stream, in place (column-sparse K ⊙ J).
 
     columns: ``(E, B, k)`` source units S; weight: ``(E, B, N, k)`` the kept entries J[:, S];
-    diagonal: ``(E, B, N)`` or None. Only the k rows M[S] are copied. Under ``torch.compile``
-    this is the operator ``sparse_rtrl::gather_columns_`` (as :func:`gather_rows_`).
+    diagonal: ``(E, B, N)`` or None; immediate: Ī (anything with ``add_to_dense``) or None.
+    Only the k rows M[S] are copied. The compiled kernel adds a unit-local Ī
+    (:class:`~sparse_rtrl.influence.UnitLocalImmediate`) in its own pass over M; otherwise Ī is
+    added after the product. Under ``torch.compile`` the product is the operator
+    ``sparse_rtrl::gather_columns_`` (as :func:`gather_rows_`).
     """
     if _tracing():
         torch.ops.sparse_rtrl.gather_columns_(columns, weight, M, diagonal)
-    else:
-        gather_columns_impl(columns, weight, M, diagonal, compiled_for(M))
+    elif gather_columns_impl(columns, weight, M, diagonal, compiled_for(M), immediate):
+        return
+    if immediate is not None:
+        immediate.add_to_dense(M)
+
+
+def _unit_local_table(immediate, M: Tensor) -> list[tuple[int, Tensor]] | None:
+    """Ī as the compiled column kernel takes it, (first column, C_p) per block, or None
+    when Ī is not unit-local."""
+    if not isinstance(immediate, UnitLocalImmediate):
+        return None
+    E, B = M.shape[:2]
+    table = []
+    for index, block in enumerate(immediate.layout.blocks):
+        values = immediate.block_values(index).to(M.dtype)  # (E, B, S, G, n, L): Ī's own products
+        table.append((block.offset, values.reshape(E * B, *values.shape[2:]).contiguous()))
+    return table
 
 
 def gather_columns_impl(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None,
-                        compiled: bool) -> None:
-    """:func:`gather_columns_` by the compiled kernel (``compiled``, k ≤ 16) or by pure torch."""
+                        compiled: bool, immediate=None) -> bool:
+    """:func:`gather_columns_` by the compiled kernel (``compiled``, k ≤ 16) or by pure torch;
+    True when the compiled kernel has added ``immediate`` too (its caller adds it otherwise)."""
     E, B, N, P = M.shape
     k = columns.shape[-1]
     if k <= 16 and compiled:
+        table = _unit_local_table(immediate, M)
         _cpu_kernels.columns(
             columns.reshape(E * B, k).contiguous(),
             weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
@@ -204,9 +226,11 @@ def gather_columns_impl(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Te
             _lines(_balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))), P,
                    M.element_size()),
             stream=diagonal is None and M.numel() * M.element_size() >= STREAM_BYTES,
+            immediate=table,
         )
-    else:
-        gather_columns_torch_(columns, weight, M, diagonal)
+        return table is not None
+    gather_columns_torch_(columns, weight, M, diagonal)
+    return False
 
 
 def gather_columns_torch_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None) -> None:

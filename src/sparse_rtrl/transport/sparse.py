@@ -205,7 +205,8 @@ class Sparse(AbstractTransport):
                 own = state.index.unsqueeze(2) == torch.arange(N, device=J.device).view(1, 1, N, 1)
                 weight = weight.masked_fill(own, 0.0)
                 diagonal = J.diagonal(dim1=-2, dim2=-1)
-            gather_columns_(state.index, weight, state.M, diagonal)
+            gather_columns_(state.index, weight, state.M, diagonal, derivs.immediate)  # + Ī, one pass
+            return
         derivs.immediate.add_to_dense(state.M)
 
     def gradient(self, state: SparseState, delta):

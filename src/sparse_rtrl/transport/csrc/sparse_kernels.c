@@ -8,6 +8,7 @@
 #endif
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 /* elements of a row segment formed in a stack buffer before it is streamed out */
 #define STREAM_CHUNK 1024
 
@@ -124,12 +125,40 @@ int rows_##T(const int64_t *idx, const T *wt, T *M, int64_t S, int64_t N, int64_
   return failed;                                                                            \
 }
 
-/* M (S, N, P): M[s, i] <- diag[s, i] * M[s, i] + sum_r wt[s, i, r] * M[s, cols[s, r]].
+/* out[0:m], the columns [c, c + m) of row i = a n + u of stream s, += the unit-local immediate
+   term there: block p of the table imm (imm[3p] its first column, imm[3p + 1] its width L,
+   imm[3p + 2] the address of its values C_p (S, halves, gates, n, L)) puts C_p[s, a, g, u, :]
+   at columns imm[3p] + (g n + u) L + [0, L). These nimm * gates segments of the row lie in
+   increasing column order: *cursor (0 at the row's start) walks them once along the row, and
+   the return value is the first column still to be added to (INT64_MAX when none is left),
+   so the caller skips the chunks before it with one comparison. */
+#define DEFINE_IMMEDIATE(T)                                                                 \
+static int64_t add_immediate_##T(T *out, int64_t c, int64_t m, const int64_t *imm,         \
+                                 int64_t nimm, int64_t halves, int64_t gates, int64_t units, \
+                                 int64_t s, int64_t i, int64_t *cursor) {                   \
+  const int64_t a = i / units, u = i % units, end = c + m;                                  \
+  int64_t q, x;                                                                             \
+  for (q = *cursor; q < nimm * gates; ++q) {                                                \
+    const int64_t p = q / gates, g = q % gates, L = imm[3 * p + 1];                         \
+    const int64_t lo = imm[3 * p] + (g * units + u) * L;                                    \
+    const T *v = (const T *)(intptr_t)imm[3 * p + 2]                                        \
+                 + (((s * halves + a) * gates + g) * units + u) * L;                        \
+    if (lo >= end) return lo;                                                               \
+    for (x = MAX(lo, c); x < MIN(lo + L, end); ++x) out[x - c] += v[x - lo];                \
+    if (lo + L > end) return end; /* the segment goes on in the next chunk */               \
+    *cursor = q + 1;                                                                        \
+  }                                                                                         \
+  return INT64_MAX;                                                                         \
+}
+
+/* M (S, N, P): M[s, i] <- diag[s, i] * M[s, i] + sum_r wt[s, i, r] * M[s, cols[s, r]] (+ the
+   unit-local immediate term of the table imm, nimm > 0: add_immediate_T, in the same pass).
    With stream (and no diag), each output row segment is formed in a stack buffer in chunks and
    streamed to M (stream_T): M is then written without being read. */
 #define DEFINE_COLUMNS(T)                                                                   \
 int columns_##T(const int64_t *cols, const T *wt, const T *diag, T *M, int64_t S,          \
-                int64_t N, int64_t k, int64_t P, int64_t width, int stream, int threads) {  \
+                int64_t N, int64_t k, int64_t P, int64_t width, int stream,                 \
+                const int64_t *imm, int64_t nimm, int64_t halves, int64_t gates, int threads) { \
   const int64_t blocks = (P + width - 1) / width;                                           \
   int failed = 0;                                                                           \
   _Pragma("omp parallel num_threads(threads)")                                              \
@@ -155,20 +184,39 @@ int columns_##T(const int64_t *cols, const T *wt, const T *diag, T *M, int64_t S
           memcpy(picked + q * width, base + cs[q] * P, (size_t)n * sizeof(T));              \
         for (i = 0; i < N; ++i) {                                                           \
           T *restrict out = base + i * P;                                                   \
+          int64_t cursor = 0, next = nimm ? 0 : INT64_MAX; /* next column Ī adds to */      \
           if (diag) {                                                                       \
             const T di = diag[s * N + i];                                                   \
             for (j = 0; j < n; ++j) out[j] *= di;                                           \
             weighted_sum_##T(out, src, ws + i * k, k, n, 1);                                \
+            if (c0 + n > next) add_immediate_##T(out, c0, n, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
+          } else if (stream && k == 4) { /* the common case inline, in chunks of 4 lines */ \
+            const T *restrict a = src[0], *restrict b = src[1], *restrict c = src[2],       \
+                    *restrict d = src[3];                                                   \
+            const T wa = ws[i * k], wb = ws[i * k + 1], wc = ws[i * k + 2], wd = ws[i * k + 3]; \
+            int64_t e;                                                                      \
+            for (j = 0; j < n; j = e) {                                                     \
+              e = MIN(n, j + 256 / (int64_t)sizeof(T)                                       \
+                             - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T)));         \
+              for (q = j; q < e; ++q)                                                       \
+                chunk[q - j] = wa * a[q] + wb * b[q] + wc * c[q] + wd * d[q];               \
+              if (c0 + e > next)                                                            \
+                next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
+              stream_##T(out + j, chunk, e - j);                                            \
+            }                                                                               \
           } else if (stream) {                                                              \
             int64_t e; /* chunks end on cache lines, so no line is streamed in halves */   \
             for (j = 0; j < n; j = e) {                                                     \
               e = MIN(n, j + STREAM_CHUNK - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T))); \
               for (r = 0; r < k; ++r) at[r] = src[r] + j;                                   \
               weighted_sum_##T(chunk, at, ws + i * k, k, e - j, 0);                         \
+              if (c0 + e > next)                                                            \
+                next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
               stream_##T(out + j, chunk, e - j);                                            \
             }                                                                               \
           } else {                                                                          \
             weighted_sum_##T(out, src, ws + i * k, k, n, 0);                                \
+            if (c0 + n > next) add_immediate_##T(out, c0, n, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
           }                                                                                 \
         }                                                                                   \
         if (stream) STREAM_FENCE();                                                         \
@@ -212,6 +260,8 @@ int gradient_##T(const T *M, const T *delta, T *out, int64_t E, int64_t B, int64
 
 DEFINE_WEIGHTED_SUM(float)
 DEFINE_WEIGHTED_SUM(double)
+DEFINE_IMMEDIATE(float)
+DEFINE_IMMEDIATE(double)
 DEFINE_ROWS(float)
 DEFINE_ROWS(double)
 DEFINE_COLUMNS(float)
