@@ -16,6 +16,7 @@ from sparse_rtrl.transport import _cpu_kernels, kernels
 
 OPS = torch.ops.sparse_rtrl
 DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 SHAPES = [(1, 1, 5, 3), (2, 3, 7, 101), (3, 2, 16, 777), (1, 2, 33, 2500)]  # E, B, N, P
 
 
@@ -124,9 +125,44 @@ def test_the_immediate_term_folded_into_the_column_kernel_changes_no_bit(kind, d
         monkeypatch.setattr(kernels, "STREAM_BYTES", 0 if stream else 1 << 62)
         monkeypatch.setattr(kernels, "_balanced", lambda P, width, blocks=blocks: min(P, blocks))
         M, weight, _, columns, diagonal = case(k, dtype, 2, 3, N, P, k)
+        delta = torch.randn(2, 3, cell.hidden_size, generator=g, dtype=dtype)  # H < N for the LSTM
         for d in (None, diagonal):
-            a, b = M.clone(), M.clone()
+            a, b, c = M.clone(), M.clone(), M.clone()
             kernels.gather_columns_(columns, weight, a, d, immediate)
             kernels.gather_columns_(columns, weight, b, d)
             immediate.add_to_dense(b)
             assert torch.equal(a, b), (k, stream, blocks, d is None)
+            # the update and the gradient in one pass: the same M, and g = δ·M[:H] of it
+            grad = kernels.gather_columns_gradient_(columns, weight, c, d, immediate, delta)
+            assert torch.equal(c, b), (k, stream, blocks, d is None)
+            torch.testing.assert_close(grad, kernels.delta_rows(delta, b), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_a_deferred_column_update_is_applied_before_anything_reads_M(monkeypatch):
+    """The learner's column update waits for the gradient's pass; reading M in between
+    (influence, state_dict) or stepping again without a gradient applies it first. Each run
+    equals the pure-torch one (no kernels, nothing deferred)."""
+    from sparse_rtrl import OnlineLearner
+    from sparse_rtrl.cells import VanillaRNN
+
+    def run(peek):
+        torch.manual_seed(0)
+        cell = VanillaRNN(2, 7).double()
+        learner = OnlineLearner(cell, "sparse", k=3, granularity="column")
+        grads, Ms = [], []
+        for t in range(6):
+            h = learner.step(torch.full((2,), 0.1 * t, dtype=torch.float64))
+            if peek and t % 2:
+                Ms.append(learner.state_dict()["_extra_state"]["transport"]["M"])
+                Ms.append(learner.influence().clone())
+            if t != 3:  # one step with no gradient: the next step applies it
+                learner.backward(h.pow(2).sum())
+                grads.append(cell.weight_hh.grad.clone())
+        return grads, [*Ms, learner.influence().clone()]
+
+    runs = {peek: run(peek) for peek in (False, True)}
+    monkeypatch.setenv("SPARSE_RTRL_NO_EXTENSION", "1")
+    reference = {peek: run(peek) for peek in (False, True)}
+    for peek in (False, True):
+        for got, want in zip([*runs[peek][0], *runs[peek][1]], [*reference[peek][0], *reference[peek][1]]):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)

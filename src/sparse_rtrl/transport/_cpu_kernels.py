@@ -158,7 +158,7 @@ def _load(path: str) -> ctypes.CDLL:
         rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
         rows.restype = _INT
         cols = getattr(lib, f"columns_{T}")
-        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _I64, _I64, _I64, _INT]
+        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _INT]
         cols.restype = _INT
         grad = getattr(lib, f"gradient_{T}")
         grad.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _INT]
@@ -223,7 +223,8 @@ def rows(index: torch.Tensor, weight: torch.Tensor, M: torch.Tensor, width: int)
 
 def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
             diagonal: torch.Tensor | None, width: int, stream: bool = False,
-            immediate: list[tuple[int, torch.Tensor]] | None = None) -> None:
+            immediate: list[tuple[int, torch.Tensor]] | None = None, delta: torch.Tensor | None = None,
+            members: int = 1) -> torch.Tensor | None:
     """M ``(S, N, P)`` ← diag(diagonal)·M + weight·M[columns] (+ Ī) per stream, in place.
 
     columns ``(S, k)`` int64, weight ``(S, N, k)``, diagonal ``(S, N)`` or None; contiguous.
@@ -232,6 +233,8 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
     ``immediate``: a unit-local Ī added in the same pass, one (first column, values C_p) per
     parameter block in column order, C_p ``(S, halves, gates, n, L_p)`` contiguous of M's
     dtype, placed as ``influence.UnitLocalImmediate.add_to_dense`` places it.
+    ``delta`` ``(S, H)`` of M's dtype, contiguous: also return g ``(members, P)`` =
+    Σ_b Σ_{i<H} delta[e·B + b, i]·M_new[e·B + b, i] (B = S / members), formed in the same pass.
     """
     S, N, P = M.shape
     k = columns.shape[-1]
@@ -251,10 +254,20 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
                                  f"halves·n = {N}, got {tuple(values.shape)}")
         table = torch.tensor([[offset, values.shape[-1], _ptr(values, M.dtype)] for offset, values in immediate],
                              dtype=torch.int64)
+    g, H = None, 0
+    if delta is not None:
+        H = delta.shape[-1]
+        if tuple(delta.shape) != (S, H) or H > N or S % members:
+            raise ValueError(f"delta must be (S, H) = ({S}, H ≤ {N}) with S a multiple of members = "
+                             f"{members}, got {tuple(delta.shape)}")
+        g = M.new_empty(members, P)
     if fn(_ptr(columns, torch.int64), _ptr(weight, M.dtype), diag, _ptr(M, M.dtype), S, N, k, P,
           max(1, min(width, P)), int(stream), None if table is None else table.data_ptr(),
-          0 if table is None else len(immediate), halves, gates, torch.get_num_threads()):
+          0 if table is None else len(immediate), halves, gates,
+          None if delta is None else _ptr(delta, M.dtype), H, S // members, None if g is None else g.data_ptr(),
+          torch.get_num_threads()):
         raise MemoryError("the column-gather kernel could not allocate its buffer")
+    return g
 
 
 def gradient(M: torch.Tensor, delta: torch.Tensor, width: int) -> torch.Tensor:

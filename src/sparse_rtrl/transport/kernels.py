@@ -218,19 +218,50 @@ def gather_columns_impl(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Te
     k = columns.shape[-1]
     if k <= 16 and compiled:
         table = _unit_local_table(immediate, M)
-        _cpu_kernels.columns(
-            columns.reshape(E * B, k).contiguous(),
-            weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
-            M.view(E * B, N, P),
-            None if diagonal is None else diagonal.reshape(E * B, N).to(M.dtype).contiguous(),
-            _lines(_balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))), P,
-                   M.element_size()),
-            stream=diagonal is None and M.numel() * M.element_size() >= STREAM_BYTES,
-            immediate=table,
-        )
+        _compiled_columns(columns, weight, M, diagonal, table)
         return table is not None
     gather_columns_torch_(columns, weight, M, diagonal)
     return False
+
+
+def _compiled_columns(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None, table,
+                      delta: Tensor | None = None) -> Tensor | None:
+    E, B, N, P = M.shape
+    k = columns.shape[-1]
+    return _cpu_kernels.columns(
+        columns.reshape(E * B, k).contiguous(),
+        weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
+        M.view(E * B, N, P),
+        None if diagonal is None else diagonal.reshape(E * B, N).to(M.dtype).contiguous(),
+        _lines(_balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))), P,
+               M.element_size()),
+        stream=diagonal is None and M.numel() * M.element_size() >= STREAM_BYTES,
+        immediate=table,
+        delta=None if delta is None else delta.reshape(E * B, -1).to(M.dtype).contiguous(),
+        members=E,
+    )
+
+
+def fuses_columns(M: Tensor, k: int, immediate) -> bool:
+    """Whether :func:`gather_columns_gradient_` makes one pass over M: the compiled kernel
+    applies (eager, k ≤ 16) and Ī is unit-local."""
+    return k <= 16 and isinstance(immediate, UnitLocalImmediate) and not _tracing() and compiled_for(M)
+
+
+def gather_columns_gradient_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None,
+                             immediate, delta: Tensor) -> Tensor:
+    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) + Ī in place, and g = Σ_b δ_b·M_b[:H] ``(E, P)``
+    of the new M, for δ ``(E, B, H)``: a step's update and its gradient.
+
+    Where :func:`fuses_columns` holds, one pass over M: each row of the new M adds its share
+    of g while it is still in cache, so M is written once and never read back (g then sums
+    the rows one at a time, and rounds differently from :func:`delta_rows`). Elsewhere
+    :func:`gather_columns_`, then :func:`delta_rows`.
+    """
+    if not fuses_columns(M, columns.shape[-1], immediate):
+        gather_columns_(columns, weight, M, diagonal, immediate)
+        return delta_rows(delta, M)
+    return _compiled_columns(columns, weight, M, diagonal, _unit_local_table(immediate, M), delta)
 
 
 def gather_columns_torch_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None) -> None:

@@ -151,15 +151,27 @@ static int64_t add_immediate_##T(T *out, int64_t c, int64_t m, const int64_t *im
   return INT64_MAX;                                                                         \
 }
 
+/* g[0:n] += w * v[0:n] (one row's share of the gradient, accumulated while it is in cache). */
+#define DEFINE_AXPY(T)                                                                      \
+static void axpy_##T(T *restrict g, T w, const T *restrict v, int64_t n) {                  \
+  int64_t j;                                                                                \
+  for (j = 0; j < n; ++j) g[j] += w * v[j];                                                 \
+}
+
 /* M (S, N, P): M[s, i] <- diag[s, i] * M[s, i] + sum_r wt[s, i, r] * M[s, cols[s, r]] (+ the
    unit-local immediate term of the table imm, nimm > 0: add_immediate_T, in the same pass).
    With stream (and no diag), each output row segment is formed in a stack buffer in chunks and
-   streamed to M (stream_T): M is then written without being read. */
+   streamed to M (stream_T): M is then written without being read.
+   With delta (S, H) (S = E * B streams, B per member), also g (E, P) <- sum_b sum_{i < H}
+   delta[e B + b, i] * M_new[e B + b, i], the transported gradient, from each row while it is
+   still in cache: the step's update and gradient in one pass over M (a job is then a
+   (member, column block), its B streams in turn, so no two threads add to one block of g). */
 #define DEFINE_COLUMNS(T)                                                                   \
 int columns_##T(const int64_t *cols, const T *wt, const T *diag, T *M, int64_t S,          \
                 int64_t N, int64_t k, int64_t P, int64_t width, int stream,                 \
-                const int64_t *imm, int64_t nimm, int64_t halves, int64_t gates, int threads) { \
-  const int64_t blocks = (P + width - 1) / width;                                           \
+                const int64_t *imm, int64_t nimm, int64_t halves, int64_t gates,            \
+                const T *delta, int64_t H, int64_t B, T *g, int threads) {                   \
+  const int64_t blocks = (P + width - 1) / width, per = delta ? B : 1;                      \
   int failed = 0;                                                                           \
   _Pragma("omp parallel num_threads(threads)")                                              \
   {                                                                                         \
@@ -173,50 +185,57 @@ int columns_##T(const int64_t *cols, const T *wt, const T *diag, T *M, int64_t S
       int64_t job, r;                                                                       \
       for (r = 0; r < k; ++r) src[r] = picked + r * width;                                  \
       _Pragma("omp for schedule(static)")                                                   \
-      for (job = 0; job < S * blocks; ++job) {                                              \
-        const int64_t s = job / blocks, c0 = (job % blocks) * width;                        \
-        const int64_t n = MIN(width, P - c0);                                               \
-        T *base = M + s * N * P + c0;                                                       \
-        const int64_t *cs = cols + s * k;                                                   \
-        const T *ws = wt + s * N * k;                                                       \
-        int64_t i, j, q;                                                                    \
-        for (q = 0; q < k; ++q)                                                             \
-          memcpy(picked + q * width, base + cs[q] * P, (size_t)n * sizeof(T));              \
-        for (i = 0; i < N; ++i) {                                                           \
-          T *restrict out = base + i * P;                                                   \
-          int64_t cursor = 0, next = nimm ? 0 : INT64_MAX; /* next column Ī adds to */      \
-          if (diag) {                                                                       \
-            const T di = diag[s * N + i];                                                   \
-            for (j = 0; j < n; ++j) out[j] *= di;                                           \
-            weighted_sum_##T(out, src, ws + i * k, k, n, 1);                                \
-            if (c0 + n > next) add_immediate_##T(out, c0, n, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
-          } else if (stream && k == 4) { /* the common case inline, in chunks of 4 lines */ \
-            const T *restrict a = src[0], *restrict b = src[1], *restrict c = src[2],       \
-                    *restrict d = src[3];                                                   \
-            const T wa = ws[i * k], wb = ws[i * k + 1], wc = ws[i * k + 2], wd = ws[i * k + 3]; \
-            int64_t e;                                                                      \
-            for (j = 0; j < n; j = e) {                                                     \
-              e = MIN(n, j + 256 / (int64_t)sizeof(T)                                       \
-                             - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T)));         \
-              for (q = j; q < e; ++q)                                                       \
-                chunk[q - j] = wa * a[q] + wb * b[q] + wc * c[q] + wd * d[q];               \
-              if (c0 + e > next)                                                            \
-                next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
-              stream_##T(out + j, chunk, e - j);                                            \
+      for (job = 0; job < S / per * blocks; ++job) {                                        \
+        const int64_t c0 = (job % blocks) * width, n = MIN(width, P - c0);                  \
+        T *gb = delta ? g + (job / blocks) * P + c0 : NULL;                                 \
+        int64_t s, i, j, q;                                                                 \
+        if (gb) memset(gb, 0, (size_t)n * sizeof(T));                                       \
+        for (s = (job / blocks) * per; s < (job / blocks + 1) * per; ++s) {                 \
+          T *base = M + s * N * P + c0;                                                     \
+          const int64_t *cs = cols + s * k;                                                 \
+          const T *ws = wt + s * N * k;                                                     \
+          for (q = 0; q < k; ++q)                                                           \
+            memcpy(picked + q * width, base + cs[q] * P, (size_t)n * sizeof(T));            \
+          for (i = 0; i < N; ++i) {                                                         \
+            T *restrict out = base + i * P;                                                 \
+            const T di = gb && i < H ? delta[s * H + i] : 0;                                \
+            int64_t cursor = 0, next = nimm ? 0 : INT64_MAX; /* next column Ī adds to */    \
+            if (diag || !stream) {                                                          \
+              if (diag) {                                                                   \
+                const T dd = diag[s * N + i];                                               \
+                for (j = 0; j < n; ++j) out[j] *= dd;                                       \
+              }                                                                             \
+              weighted_sum_##T(out, src, ws + i * k, k, n, diag != NULL);                   \
+              if (c0 + n > next)                                                            \
+                add_immediate_##T(out, c0, n, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
+              if (gb && i < H) axpy_##T(gb, di, out, n);                                    \
+            } else if (k == 4) { /* the common case inline, in chunks of 4 lines */         \
+              const T *restrict a = src[0], *restrict b = src[1], *restrict c = src[2],     \
+                      *restrict d = src[3];                                                 \
+              const T wa = ws[i * k], wb = ws[i * k + 1], wc = ws[i * k + 2], wd = ws[i * k + 3]; \
+              int64_t e;                                                                    \
+              for (j = 0; j < n; j = e) {                                                   \
+                e = MIN(n, j + 256 / (int64_t)sizeof(T)                                     \
+                               - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T)));       \
+                for (q = j; q < e; ++q)                                                     \
+                  chunk[q - j] = wa * a[q] + wb * b[q] + wc * c[q] + wd * d[q];             \
+                if (c0 + e > next)                                                          \
+                  next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
+                stream_##T(out + j, chunk, e - j);                                          \
+                if (gb && i < H) axpy_##T(gb + j, di, chunk, e - j);                        \
+              }                                                                             \
+            } else {                                                                        \
+              int64_t e; /* chunks end on cache lines, so no line is streamed in halves */ \
+              for (j = 0; j < n; j = e) {                                                   \
+                e = MIN(n, j + STREAM_CHUNK - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T))); \
+                for (r = 0; r < k; ++r) at[r] = src[r] + j;                                 \
+                weighted_sum_##T(chunk, at, ws + i * k, k, e - j, 0);                       \
+                if (c0 + e > next)                                                          \
+                  next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
+                stream_##T(out + j, chunk, e - j);                                          \
+                if (gb && i < H) axpy_##T(gb + j, di, chunk, e - j);                        \
+              }                                                                             \
             }                                                                               \
-          } else if (stream) {                                                              \
-            int64_t e; /* chunks end on cache lines, so no line is streamed in halves */   \
-            for (j = 0; j < n; j = e) {                                                     \
-              e = MIN(n, j + STREAM_CHUNK - (int64_t)(((uintptr_t)(out + j) & 63) / sizeof(T))); \
-              for (r = 0; r < k; ++r) at[r] = src[r] + j;                                   \
-              weighted_sum_##T(chunk, at, ws + i * k, k, e - j, 0);                         \
-              if (c0 + e > next)                                                            \
-                next = add_immediate_##T(chunk, c0 + j, e - j, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
-              stream_##T(out + j, chunk, e - j);                                            \
-            }                                                                               \
-          } else {                                                                          \
-            weighted_sum_##T(out, src, ws + i * k, k, n, 0);                                \
-            if (c0 + n > next) add_immediate_##T(out, c0, n, imm, nimm, halves, gates, N / halves, s, i, &cursor); \
           }                                                                                 \
         }                                                                                   \
         if (stream) STREAM_FENCE();                                                         \
@@ -262,6 +281,8 @@ DEFINE_WEIGHTED_SUM(float)
 DEFINE_WEIGHTED_SUM(double)
 DEFINE_IMMEDIATE(float)
 DEFINE_IMMEDIATE(double)
+DEFINE_AXPY(float)
+DEFINE_AXPY(double)
 DEFINE_ROWS(float)
 DEFINE_ROWS(double)
 DEFINE_COLUMNS(float)
