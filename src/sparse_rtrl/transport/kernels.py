@@ -12,7 +12,13 @@ per step (one read and one write):
   compiled kernel, N/4 without) the kept entries are scattered into a dense N×N matrix and
   BLAS does the product instead; elsewhere (CUDA, no compiler) a pure-torch blocked gather.
 * :func:`gather_columns_` (J[:, S]·M[S] + diag·M, one set S of k sources): only the k rows
-  M[S] are copied (per block when k is large), then M is rewritten in one pass.
+  M[S] are copied (per block when k is large), then M is rewritten in one pass; the compiled
+  kernel adds a unit-local Ī in that pass and, for an M larger than the cache, writes M by
+  streaming stores (written, never read).
+* :func:`gather_columns_gradient_`: that update and the gradient g = δ·M_new[:H] in one pass
+  (the column rule defers its update to the gradient); :func:`delta_rows`: g alone, one read.
+
+The two gathers are also torch operators (:mod:`.ops`), called while ``torch.compile`` traces.
 
 Each function has a plain reference in the tests (dense masked J, then ``@``); the
 pure-torch paths stay device-agnostic and are tested on CPU too.

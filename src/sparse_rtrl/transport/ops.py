@@ -11,8 +11,8 @@ other device gets the pure-torch path; the fake implementation (for tracing) has
 compute, since M keeps its shape. :func:`.kernels.gather_rows_` and
 :func:`.kernels.gather_columns_` call these operators while ``torch.compile`` traces, and the
 same code directly in eager mode, where the operator's dispatch would add ≈ 12 µs a call
-(measured at N = 32: 25 µs through the operator against 12 µs direct; see
-docs/performance.md).
+(N = 32, float32, k = 4: 26 µs through the operator, 14 µs through the eager function, 9 µs
+for the bare ctypes call; docs/performance.md).
 """
 
 import torch
