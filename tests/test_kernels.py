@@ -87,13 +87,16 @@ def row_paths():
 def column_paths():
     paths = [("dispatch", kernels.gather_columns_), ("torch", kernels.gather_columns_torch_)]
     if _cpu_kernels.get() is not None:
-        def compiled(columns, weight, M, diagonal=None):
+        def compiled(columns, weight, M, diagonal=None, stream=False):
             E, B, N, P = M.shape
             k = columns.shape[-1]
             _cpu_kernels.columns(columns.reshape(E * B, k).contiguous(), weight.reshape(E * B, N, k).contiguous(),
                                  M.view(E * B, N, P),
-                                 None if diagonal is None else diagonal.reshape(E * B, N).contiguous(), 3)
+                                 None if diagonal is None else diagonal.reshape(E * B, N).contiguous(), 3,
+                                 stream=stream)
         paths.append(("compiled", compiled))
+        # streaming stores (used for an M larger than the cache), forced on small shapes
+        paths.append(("compiled", lambda *args: compiled(*args, stream=True)))
     return paths
 
 
@@ -147,6 +150,21 @@ def test_matmul_equals_dense_product(device, dtype, blocks, request):
         expected = A @ M
         kernels.matmul_(A, M)
         assert rel_err(M, expected) < TOL[dtype]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("blocks", ["default", "small"])
+def test_gradient_reads_the_first_rows_of_M(device, dtype, blocks, monkeypatch):
+    """g = Σ_b δ_b·M_b[:H] by delta_rows (compiled or einsum) equals a plain loop over b, h."""
+    if blocks == "small":
+        monkeypatch.setattr(kernels, "GRADIENT_BLOCK_BYTES", 40)  # 5 columns of float64 a block
+    for (E, B, N, P), seed in itertools.product(SHAPES, [0, 1]):
+        M, _, _, _, _ = random_case(seed, dtype, device, E, B, N, P, 0)
+        for H in sorted({1, max(1, N // 2), N}):
+            delta = torch.randn(E, B, H, generator=torch.Generator().manual_seed(seed + H), dtype=dtype).to(device)
+            expected = sum(delta[:, b, h, None] * M[:, b, h] for b in range(B) for h in range(H))
+            assert rel_err(kernels.delta_rows(delta, M), expected) < TOL[dtype], f"E={E} B={B} N={N} P={P} H={H}"
 
 
 def test_dense_route_of_the_row_gather_is_taken_for_large_k(monkeypatch):

@@ -12,6 +12,7 @@ from .sparse import Sparse
 from .tbptt import TBPTT
 from .trace import Immediate, Trace
 from .uoro import UORO
+from . import ops  # noqa: F401  (registers the sparse_rtrl:: torch operators)
 
 __all__ = [
     "AbstractRule",

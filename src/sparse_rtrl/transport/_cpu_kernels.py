@@ -1,6 +1,7 @@
 """Optional fused CPU kernels for the sparse products on M, compiled on first use.
 
-Two loops that PyTorch cannot express in one pass over M:
+Three loops that PyTorch cannot express in one pass over M (C source:
+``csrc/sparse_kernels.c``, package data beside this module):
 
 * ``rows``: M[i] ← Σ_r w[i, r]·M[idx[i, r]] (row-sparse K ⊙ J). M is cut into column blocks
   small enough to stay in cache; each block's N row segments are copied once to a per-thread
@@ -9,9 +10,13 @@ Two loops that PyTorch cannot express in one pass over M:
   write of M per step, whatever k (the pure-torch path makes ~2k passes over each block).
 * ``columns``: M[i] ← d_i·M[i] + Σ_r W[i, r]·M[S_r] (column-sparse J[:, S]·M[S], the kept
   diagonal folded in). Per column block the k source rows are copied to a small buffer,
-  then every row is rewritten in place: one pass over M.
+  then every row is rewritten in place: one pass over M. When M is larger than the cache
+  (and no diagonal is kept) the rows are written by streaming stores: M is written without
+  being read first, a write pass instead of a read-and-write pass.
+* ``gradient``: g = δ·M[:H], the first H rows summed four at a time into a cache-resident
+  block of g (one read pass; torch's ``einsum`` takes ≈ 1.6× a read pass here).
 
-Both run in parallel over (stream, column block) with OpenMP, using ``torch.get_num_threads()``
+All run in parallel over (stream, column block) with OpenMP, using ``torch.get_num_threads()``
 threads. The code is plain C with no torch headers, built by the system C compiler on first
 use (a few seconds; ``sparse-rtrl build-kernels`` does it ahead) into a private cache folder
 (``$SPARSE_RTRL_CACHE``, else ``~/.cache/sparse_rtrl``; see :mod:`._kernel_cache` for the
@@ -44,149 +49,8 @@ from .. import settings
 from ..errors import ConfigurationError
 from . import _kernel_cache
 
-_SOURCE = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-
-/* out[j] (=|+=) sum_{r<k} w[r] * src[r][j], four sources per pass over out. */
-#define DEFINE_WEIGHTED_SUM(T)                                                              \
-static void weighted_sum_##T(T *restrict out, const T *const *src, const T *w, int64_t k, \
-                             int64_t n, int accumulate) {                                   \
-  int64_t r = 0, j;                                                                         \
-  if (!accumulate) {                                                                        \
-    if (k >= 4) {                                                                           \
-      const T *restrict a = src[0], *restrict b = src[1], *restrict c = src[2],             \
-              *restrict d = src[3];                                                         \
-      const T wa = w[0], wb = w[1], wc = w[2], wd = w[3];                                   \
-      for (j = 0; j < n; ++j) out[j] = wa * a[j] + wb * b[j] + wc * c[j] + wd * d[j];       \
-      r = 4;                                                                                \
-    } else if (k >= 2) {                                                                    \
-      const T *restrict a = src[0], *restrict b = src[1];                                   \
-      const T wa = w[0], wb = w[1];                                                         \
-      for (j = 0; j < n; ++j) out[j] = wa * a[j] + wb * b[j];                               \
-      r = 2;                                                                                \
-    } else if (k == 1) {                                                                    \
-      const T *restrict a = src[0];                                                         \
-      const T wa = w[0];                                                                    \
-      for (j = 0; j < n; ++j) out[j] = wa * a[j];                                           \
-      r = 1;                                                                                \
-    } else {                                                                                \
-      memset(out, 0, (size_t)n * sizeof(T));                                               \
-    }                                                                                       \
-  }                                                                                         \
-  for (; r + 4 <= k; r += 4) {                                                              \
-    const T *restrict a = src[r], *restrict b = src[r + 1], *restrict c = src[r + 2],       \
-            *restrict d = src[r + 3];                                                       \
-    const T wa = w[r], wb = w[r + 1], wc = w[r + 2], wd = w[r + 3];                         \
-    for (j = 0; j < n; ++j) out[j] += wa * a[j] + wb * b[j] + wc * c[j] + wd * d[j];        \
-  }                                                                                         \
-  for (; r + 2 <= k; r += 2) {                                                              \
-    const T *restrict a = src[r], *restrict b = src[r + 1];                                 \
-    const T wa = w[r], wb = w[r + 1];                                                       \
-    for (j = 0; j < n; ++j) out[j] += wa * a[j] + wb * b[j];                                \
-  }                                                                                         \
-  for (; r < k; ++r) {                                                                      \
-    const T *restrict a = src[r];                                                           \
-    const T wa = w[r];                                                                      \
-    for (j = 0; j < n; ++j) out[j] += wa * a[j];                                            \
-  }                                                                                         \
-}
-
-/* M (S, N, P): M[s, i] <- sum_r wt[s, i, r] * M[s, idx[s, i, r]], in place. Per column block,
-   the N row segments are first copied to a contiguous per-thread buffer (the one streaming
-   read of M), then every row segment of M is rewritten from that copy (the one write). */
-#define DEFINE_ROWS(T)                                                                      \
-int rows_##T(const int64_t *idx, const T *wt, T *M, int64_t S, int64_t N, int64_t k,      \
-             int64_t P, int64_t width, int threads) {                                       \
-  const int64_t blocks = (P + width - 1) / width;                                           \
-  int failed = 0;                                                                           \
-  _Pragma("omp parallel num_threads(threads)")                                              \
-  {                                                                                         \
-    T *copy = (T *)malloc((size_t)(N * width) * sizeof(T));                                 \
-    const T **src = (const T **)malloc((size_t)(k > 0 ? k : 1) * sizeof(T *));              \
-    if (!copy || !src) {                                                                    \
-      _Pragma("omp atomic write") failed = 1;                                               \
-    } else {                                                                                \
-      int64_t job;                                                                          \
-      _Pragma("omp for schedule(static)")                                                   \
-      for (job = 0; job < S * blocks; ++job) {                                              \
-        const int64_t s = job / blocks, c0 = (job % blocks) * width;                        \
-        const int64_t n = MIN(width, P - c0);                                               \
-        T *base = M + s * N * P + c0;                                                       \
-        const int64_t *ix = idx + s * N * k;                                                \
-        const T *ws = wt + s * N * k;                                                       \
-        int64_t i, r;                                                                       \
-        for (i = 0; i < N; ++i) {                                                           \
-          if (i + 2 < N) /* the next segments' lines in flight while this one is copied */ \
-            for (r = 0; r < n; r += 64 / (int64_t)sizeof(T))                                 \
-              __builtin_prefetch(base + (i + 2) * P + r, 0, 0);                              \
-          memcpy(copy + i * n, base + i * P, (size_t)n * sizeof(T));                        \
-        }                                                                                   \
-        for (i = 0; i < N; ++i) {                                                           \
-          for (r = 0; r < k; ++r) src[r] = copy + ix[i * k + r] * n;                        \
-          weighted_sum_##T(base + i * P, src, ws + i * k, k, n, 0);                         \
-        }                                                                                   \
-      }                                                                                     \
-    }                                                                                       \
-    free(copy);                                                                             \
-    free((void *)src);                                                                      \
-  }                                                                                         \
-  return failed;                                                                            \
-}
-
-/* M (S, N, P): M[s, i] <- diag[s, i] * M[s, i] + sum_r wt[s, i, r] * M[s, cols[s, r]]. */
-#define DEFINE_COLUMNS(T)                                                                   \
-int columns_##T(const int64_t *cols, const T *wt, const T *diag, T *M, int64_t S,          \
-                int64_t N, int64_t k, int64_t P, int64_t width, int threads) {              \
-  const int64_t blocks = (P + width - 1) / width;                                           \
-  int failed = 0;                                                                           \
-  _Pragma("omp parallel num_threads(threads)")                                              \
-  {                                                                                         \
-    T *picked = (T *)malloc((size_t)((k > 0 ? k : 1) * width) * sizeof(T));                 \
-    const T **src = (const T **)malloc((size_t)(k > 0 ? k : 1) * sizeof(T *));              \
-    if (!picked || !src) {                                                                  \
-      _Pragma("omp atomic write") failed = 1;                                               \
-    } else {                                                                                \
-      int64_t job, r;                                                                       \
-      for (r = 0; r < k; ++r) src[r] = picked + r * width;                                  \
-      _Pragma("omp for schedule(static)")                                                   \
-      for (job = 0; job < S * blocks; ++job) {                                              \
-        const int64_t s = job / blocks, c0 = (job % blocks) * width;                        \
-        const int64_t n = MIN(width, P - c0);                                               \
-        T *base = M + s * N * P + c0;                                                       \
-        const int64_t *cs = cols + s * k;                                                   \
-        const T *ws = wt + s * N * k;                                                       \
-        int64_t i, j, q;                                                                    \
-        for (q = 0; q < k; ++q)                                                             \
-          memcpy(picked + q * width, base + cs[q] * P, (size_t)n * sizeof(T));              \
-        for (i = 0; i < N; ++i) {                                                           \
-          T *restrict out = base + i * P;                                                   \
-          if (diag) {                                                                       \
-            const T di = diag[s * N + i];                                                   \
-            for (j = 0; j < n; ++j) out[j] *= di;                                           \
-            weighted_sum_##T(out, src, ws + i * k, k, n, 1);                                \
-          } else {                                                                          \
-            weighted_sum_##T(out, src, ws + i * k, k, n, 0);                                \
-          }                                                                                 \
-        }                                                                                   \
-      }                                                                                     \
-    }                                                                                       \
-    free(picked);                                                                           \
-    free((void *)src);                                                                      \
-  }                                                                                         \
-  return failed;                                                                            \
-}
-
-DEFINE_WEIGHTED_SUM(float)
-DEFINE_WEIGHTED_SUM(double)
-DEFINE_ROWS(float)
-DEFINE_ROWS(double)
-DEFINE_COLUMNS(float)
-DEFINE_COLUMNS(double)
-"""
+#: the kernels' C source, a package-data file beside this module
+SOURCE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "sparse_kernels.c")
 
 _lock = threading.Lock()
 _lib = None
@@ -234,6 +98,16 @@ def fma() -> bool:
     return "-mfma" in _flags()
 
 
+def source() -> str:
+    """The kernels' C source (``csrc/sparse_kernels.c``, installed with the package)."""
+    try:
+        with open(SOURCE_PATH, encoding="utf-8") as f:
+            return f.read()
+    except OSError as err:
+        raise KernelBuildError(f"the kernel source {SOURCE_PATH} cannot be read ({err.strerror}): "
+                               "reinstall sparse_rtrl (the file is package data)") from None
+
+
 def build() -> str:
     """Compile the kernels into the cache (if not there yet) and return the library's path.
 
@@ -241,7 +115,8 @@ def build() -> str:
     refused cache folder); :func:`get` is the never-raising form used by the library.
     """
     flags = _flags()
-    tag = hashlib.sha1("\0".join([_SOURCE, *flags]).encode()).hexdigest()[:12]
+    code = source()
+    tag = hashlib.sha1("\0".join([code, *flags]).encode()).hexdigest()[:12]
     try:
         path, note = _kernel_cache.locate(f"sparse_rtrl_kernels_{tag}.so")
     except _kernel_cache.CacheError as err:
@@ -259,7 +134,7 @@ def build() -> str:
             with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
                 src, out = os.path.join(tmp, "kernels.c"), os.path.join(tmp, "kernels.so")
                 with open(src, "w") as f:
-                    f.write(_SOURCE)
+                    f.write(code)
                 subprocess.run([cc, *flags, src, "-o", out], check=True, capture_output=True, timeout=300)
                 os.replace(out, path)  # atomic: concurrent builders never see a partial file
         except subprocess.CalledProcessError as err:
@@ -285,8 +160,11 @@ def _load(path: str) -> ctypes.CDLL:
         rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
         rows.restype = _INT
         cols = getattr(lib, f"columns_{T}")
-        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
+        cols.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _INT]
         cols.restype = _INT
+        grad = getattr(lib, f"gradient_{T}")
+        grad.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _INT]
+        grad.restype = _INT
     return lib
 
 
@@ -346,10 +224,19 @@ def rows(index: torch.Tensor, weight: torch.Tensor, M: torch.Tensor, width: int)
 
 
 def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
-            diagonal: torch.Tensor | None, width: int) -> None:
-    """M ``(S, N, P)`` ← diag(diagonal)·M + weight·M[columns] per stream, in place.
+            diagonal: torch.Tensor | None, width: int, stream: bool = False,
+            immediate: list[tuple[int, torch.Tensor]] | None = None, delta: torch.Tensor | None = None,
+            members: int = 1) -> torch.Tensor | None:
+    """M ``(S, N, P)`` ← diag(diagonal)·M + weight·M[columns] (+ Ī) per stream, in place.
 
     columns ``(S, k)`` int64, weight ``(S, N, k)``, diagonal ``(S, N)`` or None; contiguous.
+    ``stream`` (used without a diagonal only): write M by stores that bypass the cache, so M
+    is written without first being read — worth it only when M does not fit in the cache.
+    ``immediate``: a unit-local Ī added in the same pass, one (first column, values C_p) per
+    parameter block in column order, C_p ``(S, halves, gates, n, L_p)`` contiguous of M's
+    dtype, placed as ``influence.UnitLocalImmediate.add_to_dense`` places it.
+    ``delta`` ``(S, H)`` of M's dtype, contiguous: also return g ``(members, P)`` =
+    Σ_b Σ_{i<H} delta[e·B + b, i]·M_new[e·B + b, i] (B = S / members), formed in the same pass.
     """
     S, N, P = M.shape
     k = columns.shape[-1]
@@ -360,6 +247,41 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
         raise ValueError(f"diagonal must be {(S, N)}, got {tuple(diagonal.shape)}")
     fn = getattr(_lib, "columns_float" if M.dtype == torch.float32 else "columns_double")
     diag = None if diagonal is None else _ptr(diagonal, M.dtype)
+    halves, gates, table = 1, 1, None
+    if immediate:
+        halves, gates, n = immediate[0][1].shape[1:4]
+        for offset, values in immediate:
+            if values.shape[:4] != (S, halves, gates, n) or halves * n != N or values.dim() != 5:
+                raise ValueError(f"immediate values must be (S, halves, gates, n, L) with S = {S} and "
+                                 f"halves·n = {N}, got {tuple(values.shape)}")
+        table = torch.tensor([[offset, values.shape[-1], _ptr(values, M.dtype)] for offset, values in immediate],
+                             dtype=torch.int64)
+    g, H = None, 0
+    if delta is not None:
+        H = delta.shape[-1]
+        if tuple(delta.shape) != (S, H) or H > N or S % members:
+            raise ValueError(f"delta must be (S, H) = ({S}, H ≤ {N}) with S a multiple of members = "
+                             f"{members}, got {tuple(delta.shape)}")
+        g = M.new_empty(members, P)
     if fn(_ptr(columns, torch.int64), _ptr(weight, M.dtype), diag, _ptr(M, M.dtype), S, N, k, P,
-          max(1, min(width, P)), torch.get_num_threads()):
+          max(1, min(width, P)), int(stream), None if table is None else table.data_ptr(),
+          0 if table is None else len(immediate), halves, gates,
+          None if delta is None else _ptr(delta, M.dtype), H, S // members, None if g is None else g.data_ptr(),
+          torch.get_num_threads()):
         raise MemoryError("the column-gather kernel could not allocate its buffer")
+    return g
+
+
+def gradient(M: torch.Tensor, delta: torch.Tensor, width: int) -> torch.Tensor:
+    """g ``(E, P)`` = Σ_b Σ_{h<H} delta[e, b, h]·M[e, b, h] for M ``(E, B, N, P)`` and delta
+    ``(E, B, H)`` of M's dtype, both contiguous: one read pass over the first H rows of M."""
+    E, B, N, P = M.shape
+    H = delta.shape[-1]
+    if tuple(delta.shape) != (E, B, H) or H > N:
+        raise ValueError(f"delta must be (E, B, H) = {(E, B)} + (H ≤ {N},), got {tuple(delta.shape)}")
+    out = M.new_empty(E, P)
+    fn = getattr(_lib, "gradient_float" if M.dtype == torch.float32 else "gradient_double")
+    if fn(_ptr(M, M.dtype), _ptr(delta, M.dtype), out.data_ptr(), E, B, N, H, P, max(1, min(width, P)),
+          torch.get_num_threads()):
+        raise MemoryError("the gradient kernel could not allocate its row table")
+    return out

@@ -107,6 +107,8 @@ def _saved_fields(state: Any) -> list[str]:
 
 def state_to_dict(state: Any) -> dict[str, Any]:
     """A rule state as plain data (tensors cloned, generators and influences as dicts)."""
+    if hasattr(state, "flush"):  # work deferred to the next read of the state is done first
+        state.flush()
     out = {}
     for name in _saved_fields(state):
         value = getattr(state, name)

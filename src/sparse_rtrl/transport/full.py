@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..influence import dense_gradient
 from .base import AbstractTransport, RuleState, TransportContext
-from .kernels import matmul_
+from .kernels import delta_rows, matmul_
 
 
 @dataclass
@@ -44,7 +43,7 @@ class Full(AbstractTransport):
         derivs.immediate.add_to_dense(state.M)
 
     def gradient(self, state: DenseState, delta):
-        return dense_gradient(state.ctx.layout, state.M, delta)
+        return state.ctx.layout.split(delta_rows(delta, state.M))
 
     def influence(self, state: DenseState):
         return state.M

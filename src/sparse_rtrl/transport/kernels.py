@@ -12,7 +12,13 @@ per step (one read and one write):
   compiled kernel, N/4 without) the kept entries are scattered into a dense N×N matrix and
   BLAS does the product instead; elsewhere (CUDA, no compiler) a pure-torch blocked gather.
 * :func:`gather_columns_` (J[:, S]·M[S] + diag·M, one set S of k sources): only the k rows
-  M[S] are copied (per block when k is large), then M is rewritten in one pass.
+  M[S] are copied (per block when k is large), then M is rewritten in one pass; the compiled
+  kernel adds a unit-local Ī in that pass and, for an M larger than the cache, writes M by
+  streaming stores (written, never read).
+* :func:`gather_columns_gradient_`: that update and the gradient g = δ·M_new[:H] in one pass
+  (the column rule defers its update to the gradient); :func:`delta_rows`: g alone, one read.
+
+The two gathers are also torch operators (:mod:`.ops`), called while ``torch.compile`` traces.
 
 Each function has a plain reference in the tests (dense masked J, then ``@``); the
 pure-torch paths stay device-agnostic and are tested on CPU too.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from ..influence import UnitLocalImmediate
 from . import _cpu_kernels
 
 Tensor = torch.Tensor
@@ -38,6 +45,12 @@ ROW_BLOCK_BYTES = 256 << 10
 ROW_BLOCK_MIN_WIDTH = 256
 #: bytes of the k source-row segments the compiled column kernel keeps in cache per block
 COLUMN_BLOCK_BYTES = 256 << 10
+#: bytes of M above which the compiled column kernel writes M by streaming stores (M is then
+#: written without being read; below this M may stay in the last-level cache for the
+#: gradient's read, and streaming it out would cost a trip to memory)
+STREAM_BYTES = 32 << 20
+#: bytes of the block of g the compiled gradient kernel accumulates in cache
+GRADIENT_BLOCK_BYTES = 512 << 10
 #: k/N above which a row-sparse product goes through a dense masked matrix and BLAS: with the
 #: compiled kernel (measured crossover ≈ N/2 on a 2-core AMD EPYC, float32), and without it
 DENSE_FRACTION_COMPILED = 0.5
@@ -73,6 +86,14 @@ def _balanced(P: int, width: int) -> int:
     return -(-P // blocks)
 
 
+def _lines(width: int, P: int, itemsize: int) -> int:
+    """``width`` rounded up to whole 64-byte cache lines (at most P), so that column blocks of
+    rows that start on a line also end on one (a line shared by two blocks, written by
+    streaming stores from both, is flushed to memory in halves)."""
+    per_line = max(1, 64 // itemsize)
+    return min(P, -(-width // per_line) * per_line)
+
+
 def matmul_(A: Tensor, M: Tensor) -> None:
     """M ← A·M for A ``(E, B, N, N)`` (J, or K ⊙ J), in place."""
     E, B, N, P = M.shape
@@ -96,14 +117,33 @@ def dense_rows(index: Tensor, weight: Tensor, N: int) -> Tensor:
     return A.scatter_add_(-1, index, weight)
 
 
+def compiled_for(M: Tensor) -> bool:
+    """Whether the compiled CPU kernels apply to M (contiguous float32/float64 on the CPU,
+    kernels built and not switched off)."""
+    return _cpu_kernels.usable(M) and M.is_contiguous()
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling()
+
+
 def gather_rows_(index: Tensor, weight: Tensor, M: Tensor) -> None:
     """M[i] ← Σ_r weight[i, r]·M[index[i, r]] per stream, in place (row-sparse K ⊙ J).
 
     index, weight: ``(E, B, N, k)``; index holds distinct source units in [0, N) per row.
+    Under ``torch.compile`` this is the operator ``sparse_rtrl::gather_rows_`` (:mod:`.ops`);
+    eager calls skip the operator's dispatch (≈ 12 µs a call) and run the same code directly.
     """
+    if _tracing():
+        torch.ops.sparse_rtrl.gather_rows_(index, weight, M)
+    else:
+        gather_rows_impl(index, weight, M, compiled_for(M))
+
+
+def gather_rows_impl(index: Tensor, weight: Tensor, M: Tensor, compiled: bool) -> None:
+    """:func:`gather_rows_` by the compiled kernel (``compiled``) or by pure torch."""
     E, B, N, P = M.shape
     k = index.shape[-1]
-    compiled = _cpu_kernels.usable(M) and M.is_contiguous()
     if k == 0:
         M.zero_()
     elif k > (DENSE_FRACTION_COMPILED if compiled else DENSE_FRACTION) * N:
@@ -144,24 +184,90 @@ def gather_rows_torch_(index: Tensor, weight: Tensor, M: Tensor) -> None:
         src.copy_(a)
 
 
-def gather_columns_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None) -> None:
-    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) per stream, in place (column-sparse K ⊙ J).
+def gather_columns_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None,
+                    immediate=None) -> None:
+    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) (+ Ī) per stream, in place (column-sparse K ⊙ J).
 
     columns: ``(E, B, k)`` source units S; weight: ``(E, B, N, k)`` the kept entries J[:, S];
-    diagonal: ``(E, B, N)`` or None. Only the k rows M[S] are copied.
+    diagonal: ``(E, B, N)`` or None; immediate: Ī (anything with ``add_to_dense``) or None.
+    Only the k rows M[S] are copied. The compiled kernel adds a unit-local Ī
+    (:class:`~sparse_rtrl.influence.UnitLocalImmediate`) in its own pass over M; otherwise Ī is
+    added after the product. Under ``torch.compile`` the product is the operator
+    ``sparse_rtrl::gather_columns_`` (as :func:`gather_rows_`).
     """
+    if _tracing():
+        torch.ops.sparse_rtrl.gather_columns_(columns, weight, M, diagonal)
+    elif gather_columns_impl(columns, weight, M, diagonal, compiled_for(M), immediate):
+        return
+    if immediate is not None:
+        immediate.add_to_dense(M)
+
+
+def _unit_local_table(immediate, M: Tensor) -> list[tuple[int, Tensor]] | None:
+    """Ī as the compiled column kernel takes it, (first column, C_p) per block, or None
+    when Ī is not unit-local."""
+    if not isinstance(immediate, UnitLocalImmediate):
+        return None
+    E, B = M.shape[:2]
+    table = []
+    for index, block in enumerate(immediate.layout.blocks):
+        values = immediate.block_values(index).to(M.dtype)  # (E, B, S, G, n, L): Ī's own products
+        table.append((block.offset, values.reshape(E * B, *values.shape[2:]).contiguous()))
+    return table
+
+
+def gather_columns_impl(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None,
+                        compiled: bool, immediate=None) -> bool:
+    """:func:`gather_columns_` by the compiled kernel (``compiled``, k ≤ 16) or by pure torch;
+    True when the compiled kernel has added ``immediate`` too (its caller adds it otherwise)."""
     E, B, N, P = M.shape
     k = columns.shape[-1]
-    if k <= 16 and _cpu_kernels.usable(M) and M.is_contiguous():
-        _cpu_kernels.columns(
-            columns.reshape(E * B, k).contiguous(),
-            weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
-            M.view(E * B, N, P),
-            None if diagonal is None else diagonal.reshape(E * B, N).to(M.dtype).contiguous(),
-            _balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))),
-        )
-    else:
-        gather_columns_torch_(columns, weight, M, diagonal)
+    if k <= 16 and compiled:
+        table = _unit_local_table(immediate, M)
+        _compiled_columns(columns, weight, M, diagonal, table)
+        return table is not None
+    gather_columns_torch_(columns, weight, M, diagonal)
+    return False
+
+
+def _compiled_columns(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None, table,
+                      delta: Tensor | None = None) -> Tensor | None:
+    E, B, N, P = M.shape
+    k = columns.shape[-1]
+    return _cpu_kernels.columns(
+        columns.reshape(E * B, k).contiguous(),
+        weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
+        M.view(E * B, N, P),
+        None if diagonal is None else diagonal.reshape(E * B, N).to(M.dtype).contiguous(),
+        _lines(_balanced(P, max(1024, COLUMN_BLOCK_BYTES // (max(k, 1) * M.element_size()))), P,
+               M.element_size()),
+        stream=diagonal is None and M.numel() * M.element_size() >= STREAM_BYTES,
+        immediate=table,
+        delta=None if delta is None else delta.reshape(E * B, -1).to(M.dtype).contiguous(),
+        members=E,
+    )
+
+
+def fuses_columns(M: Tensor, k: int, immediate) -> bool:
+    """Whether :func:`gather_columns_gradient_` makes one pass over M: the compiled kernel
+    applies (eager, k ≤ 16) and Ī is unit-local."""
+    return k <= 16 and isinstance(immediate, UnitLocalImmediate) and not _tracing() and compiled_for(M)
+
+
+def gather_columns_gradient_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None,
+                             immediate, delta: Tensor) -> Tensor:
+    """M ← J[:, S]·M[S] (+ diag(diagonal)·M) + Ī in place, and g = Σ_b δ_b·M_b[:H] ``(E, P)``
+    of the new M, for δ ``(E, B, H)``: a step's update and its gradient.
+
+    Where :func:`fuses_columns` holds, one pass over M: each row of the new M adds its share
+    of g while it is still in cache, so M is written once and never read back (g then sums
+    the rows one at a time, and rounds differently from :func:`delta_rows`). Elsewhere
+    :func:`gather_columns_`, then :func:`delta_rows`.
+    """
+    if not fuses_columns(M, columns.shape[-1], immediate):
+        gather_columns_(columns, weight, M, diagonal, immediate)
+        return delta_rows(delta, M)
+    return _compiled_columns(columns, weight, M, diagonal, _unit_local_table(immediate, M), delta)
 
 
 def gather_columns_torch_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: Tensor | None = None) -> None:
@@ -200,3 +306,17 @@ def gather_columns_torch_(columns: Tensor, weight: Tensor, M: Tensor, diagonal: 
         if d is not None:
             out.addcmul_(block, d)
         block.copy_(out)
+
+
+def delta_rows(delta: Tensor, M: Tensor) -> Tensor:
+    """g = Σ_b δ_b·M_b[:H], ``(E, P)``, for δ ``(E, B, H)`` and M ``(E, B, N, P)``: the
+    transported gradient reads only the first H rows of M (the hidden output h).
+
+    On CPU the compiled kernel makes one read pass over those rows; elsewhere ``einsum``.
+    """
+    H = delta.shape[-1]
+    if _cpu_kernels.usable(M) and M.is_contiguous():
+        P = M.shape[-1]
+        width = _balanced(P, min(-(-P // torch.get_num_threads()), GRADIENT_BLOCK_BYTES // M.element_size()))
+        return _cpu_kernels.gradient(M, delta.to(M.dtype).contiguous(), width)
+    return torch.einsum("ebh,ebhp->ep", delta, M[:, :, :H])

@@ -8,11 +8,10 @@ from typing import Sequence
 import torch
 
 from ..errors import ConfigurationError
-from ..influence import dense_gradient
 from . import masks
 from .base import AbstractTransport, Generators, RuleState, TransportContext, member_seeds
 from .full import zeros_like_context
-from .kernels import gather_columns_, gather_rows_, matmul_
+from .kernels import delta_rows, fuses_columns, gather_columns_, gather_columns_gradient_, gather_rows_, matmul_
 
 Tensor = torch.Tensor
 
@@ -24,6 +23,18 @@ class SparseState(RuleState):
     steps: int  # updates so far (drives resample_every)
     selected: bool  # whether ``index`` holds a selection yet
     index: Tensor  # row: (E, B, N, k[+1]) sources per row; column: (E, B, k) sources
+
+    def __post_init__(self):
+        #: a column update not yet applied to M, (weight, diagonal, Ī): the gradient that
+        #: follows applies it in the same pass over M (not a field: never saved)
+        self.pending = None
+
+    def flush(self) -> None:
+        """Apply the pending column update to M (before anything reads M)."""
+        if self.pending is not None:
+            weight, diagonal, immediate = self.pending
+            self.pending = None
+            gather_columns_(self.index, weight, self.M, diagonal, immediate)
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +148,7 @@ class Sparse(AbstractTransport):
         return SparseState(ctx, zeros_like_context(ctx), gens, 0, False, index)
 
     def reset(self, state: SparseState) -> None:
+        state.pending = None
         state.M.zero_()
 
     def _due(self, state: SparseState) -> bool:
@@ -185,6 +197,7 @@ class Sparse(AbstractTransport):
     def update(self, state: SparseState, derivs) -> None:
         J = derivs.jacobian
         E, B, N, _ = J.shape
+        state.flush()  # the previous step's, if no gradient followed it
         if self._due(state):
             self._select(state, J)
         state.steps += 1
@@ -206,11 +219,22 @@ class Sparse(AbstractTransport):
                 own = state.index.unsqueeze(2) == torch.arange(N, device=J.device).view(1, 1, N, 1)
                 weight = weight.masked_fill(own, 0.0)
                 diagonal = J.diagonal(dim1=-2, dim2=-1)
-            gather_columns_(state.index, weight, state.M, diagonal)
+            if fuses_columns(state.M, k, derivs.immediate):
+                state.pending = (weight, diagonal, derivs.immediate)  # done by the gradient's pass
+            else:
+                gather_columns_(state.index, weight, state.M, diagonal, derivs.immediate)
+            return
         derivs.immediate.add_to_dense(state.M)
 
     def gradient(self, state: SparseState, delta):
-        return dense_gradient(state.ctx.layout, state.M, delta)
+        """g = δ·M_t[:H]; after a deferred column update, M_t is formed in the same pass."""
+        if state.pending is None:
+            return state.ctx.layout.split(delta_rows(delta, state.M))
+        weight, diagonal, immediate = state.pending
+        state.pending = None
+        g = gather_columns_gradient_(state.index, weight, state.M, diagonal, immediate, delta)
+        return state.ctx.layout.split(g)
 
     def influence(self, state: SparseState):
+        state.flush()
         return state.M
