@@ -245,7 +245,8 @@ def test_both_products_of_full_rtrl_agree(path, monkeypatch):
 
 
 @ENGINES
-@pytest.mark.parametrize("rule", ["full", "row random", "snap1"])
+@pytest.mark.parametrize("rule", ["full", "row random", "column random", "column diagonal rescale", "snap1",
+                                  "trace", "immediate"])
 def test_prequential_runs_a_fused_step_like_the_learner(engine, rule):
     """The one prequential loop with a FusedStep: the same losses as with OnlineLearner +
     readout + optimizer, through unscored steps (y = None) and a new sequence."""

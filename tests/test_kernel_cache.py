@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sparse_rtrl import cli
+from sparse_rtrl.fused import _kernel as fused_kernel
 from sparse_rtrl.transport import _cpu_kernels, _kernel_cache, kernels
 
 POSIX = hasattr(os, "getuid")
@@ -25,6 +26,8 @@ def fresh(monkeypatch):
     monkeypatch.setattr(_cpu_kernels, "_tried", False)
     monkeypatch.setattr(_cpu_kernels, "reason", None)
     monkeypatch.setattr(_kernel_cache, "_temporary", None)
+    monkeypatch.setattr(fused_kernel, "_lib", None)
+    monkeypatch.setattr(fused_kernel, "_tried", False)
     monkeypatch.delenv("SPARSE_RTRL_NO_EXTENSION", raising=False)
     return monkeypatch
 
@@ -121,8 +124,10 @@ def test_build_kernels_command(fresh, tmp_path, capsys):
     fresh.setenv("SPARSE_RTRL_CACHE", str(root))
     assert cli.main(["build-kernels"]) == 0
     out = capsys.readouterr().out
-    built = [p for p in os.listdir(root) if p.endswith(".so")]
-    assert len(built) == 1 and str(root / built[0]) in out and kernels.numeric_path() in out
+    built = sorted(p for p in os.listdir(root) if p.endswith(".so"))  # the fused step's and the products'
+    assert [b.split("_")[2] for b in built] == ["fused", "kernels"]
+    assert all(str(root / b) in out for b in built) and kernels.numeric_path() in out
+    assert fused_kernel.get() is not None
     root.chmod(0o777)
     fresh.setattr(_cpu_kernels, "_tried", False)
     assert cli.main(["build-kernels"]) == 2

@@ -191,7 +191,13 @@ def _build_kernels(args) -> int:
     numeric = kernels.numeric_path("cpu")  # loads the library
     if numeric == "torch":
         raise CommandError(f"built {path} but could not load it: {_cpu_kernels.reason}")
-    print(f"compiled CPU kernels ready: {path} (numeric path {numeric}; {time.perf_counter() - t0:.1f} s)")
+    from .fused import _kernel as fused_kernel
+
+    fused_path = fused_kernel.build()  # the fused step's small C library
+    if fused_kernel.get() is None:
+        raise CommandError(f"built {fused_path} but could not load it: {fused_kernel.reason}")
+    print(f"compiled CPU kernels ready: {path} and {fused_path} (numeric path {numeric}; "
+          f"{time.perf_counter() - t0:.1f} s)")
     return 0
 
 

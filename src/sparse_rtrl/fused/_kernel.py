@@ -9,14 +9,10 @@ switched off (``SPARSE_RTRL_NO_EXTENSION=1``), and the fused step then runs its 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import subprocess
-import tempfile
 import threading
 from importlib import resources
 
-from ..transport import _cpu_kernels, _kernel_cache
+from ..transport import _cpu_kernels
 
 _D, _I64, _INT, _PTR = ctypes.c_double, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _lock = threading.Lock()
@@ -31,21 +27,8 @@ def source() -> str:
 
 def build() -> str:
     """Compile into the cache (if not there yet); the library's path. Raises on failure."""
-    text, cc = source(), _cpu_kernels._compiler()
     flags = ["-O3", "-std=c99", "-fopenmp-simd", "-fPIC", "-shared", *_cpu_kernels._cpu_flags()]
-    tag = hashlib.sha1("\0".join([text, *flags]).encode()).hexdigest()[:12]
-    path, _ = _kernel_cache.locate(f"sparse_rtrl_fused_{tag}.so")
-    if not os.path.exists(path):
-        if cc is None:
-            raise _cpu_kernels.KernelBuildError("no C compiler found: install gcc (or clang), or set CC")
-        with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
-            src, out = os.path.join(tmp, "fused_step.c"), os.path.join(tmp, "fused_step.so")
-            with open(src, "w") as f:
-                f.write(text)
-            subprocess.run([cc, *flags, src, "-o", out, "-lm"], check=True, capture_output=True, timeout=300)
-            os.replace(out, path)  # atomic: concurrent builders never see a partial file
-    _kernel_cache.check_private(path, folder=False)
-    return path
+    return _cpu_kernels.compile_library(source(), "sparse_rtrl_fused", flags, ("-lm",))
 
 
 def _load(path: str) -> ctypes.CDLL:
@@ -70,7 +53,7 @@ def get() -> ctypes.CDLL | None:
     """The compiled library, or None (the torch path is then used). Never raises."""
     global _lib, _tried, reason
     if _cpu_kernels.disabled():
-        reason = "disabled by SPARSE_RTRL_NO_EXTENSION"
+        reason = "disabled by SPARSE_RTRL_NO_EXTENSION (or settings.using(compiled_kernels=False))"
         return None
     if not _tried:
         with _lock:

@@ -5,7 +5,7 @@ the cell's blocks, forms the cell's gradient g_t = δ_t·M_t into one flat buffe
 layout (``ParamLayout``: blocks in parameter order, rows (i, l) row-major):
 
     full        M_t = J_t·M_{t−1} + Ī_t         M stored transposed, (P, N)
-    sparse      M_t = (K_t ⊙ J_t)·M_{t−1} + Ī_t  the rule object itself advances M (N, P)
+    sparse      M_t = (K_t ⊙ J_t)·M_{t−1} + Ī_t  the rule object itself: M (N, P), its kernels
     snap1       M_t = diag(J_t)·M_{t−1} + Ī_t    on Ī's pattern only: (N, C), C = Σ_b c_b
     trace λ     M_t = λ·M_{t−1} + Ī_t            the same storage
     immediate   M_t = Ī_t                       never formed: g = (δ ⊙ d) ⊗ u
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..influence import UnitLocalImmediate
 from ..layout import ParamLayout
 from ..transport.base import TransportContext, load_state, state_to_dict
 from ..transport.full import Full
@@ -87,28 +88,27 @@ class FullProduct(_Product):
         self.mm(self.M[self.cur], J, out=self.M[new])
         return self.M[new], 1
 
-    def gradient(self, d: Tensor, J: Tensor, inputs: list[Tensor | None], delta: Tensor) -> Tensor:
+    def gradient(self, d: Tensor, J: Tensor, inputs: list[Tensor | None], delta: Tensor, scored=True) -> Tensor:
         M, _ = self.advance(J)
         for view, u in zip(self.diag[1 - self.cur], inputs):
             view.addr_(d, u) if u is not None else view.squeeze(1).add_(d)
-        return torch.mv(M, delta, out=self.g)
+        return torch.mv(M, delta, out=self.g) if scored else self.g
 
     def commit(self):
         self.cur = 1 - self.cur
 
 
 class SparseProduct(_Product):
-    """The rule object's own update on M ``(1, 1, N, P)`` (every selection, granularity,
-    rescale and resampling option, and the compiled kernels), then Ī and g on views."""
+    """The rule object itself on M ``(1, 1, N, P)``: its update (every selection, granularity,
+    rescale and resampling option, the compiled kernels, Ī added in the kernel's pass) and its
+    gradient (after a column update, formed in the same pass over M)."""
 
     needs_jacobian = True
 
-    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext):
+    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext, d: Tensor, inputs):
         super().__init__(layout, N, P, like)
         self.rule, self.state = rule, rule.init(ctx)
-        M = self.state.M.view(N, P)
-        self.flat, self.diag = M, unit_diagonals(M, layout, N, (P, 1))
-        self.derivs = _Derivs()
+        self.derivs = _Derivs(layout, d, inputs)
 
     def reset(self):
         self.rule.reset(self.state)
@@ -119,35 +119,28 @@ class SparseProduct(_Product):
     def load_state_dict(self, d: dict) -> None:
         load_state(self.state, d["rule"])
 
-    def advance(self, J: Tensor) -> tuple[Tensor, int]:
-        """The rule's (K_t ⊙ J_t)·M_{t−1}, in place; (M ``(N, P)``, transposed = 0).
-
-        A refused step cannot undo it (a copy to undo it would cost a pass over M)."""
+    def gradient(self, d, J, inputs, delta, scored=True):
+        # the rule advances M in place (a copy to undo a refused step would cost a pass over M)
         self.derivs.jacobian = J.view(1, 1, self.N, self.N)
         self.rule.update(self.state, self.derivs)
-        return self.flat, 0
-
-    def gradient(self, d, J, inputs, delta):
-        self.advance(J)
-        for view, u in zip(self.diag, inputs):
-            view.addr_(d, u) if u is not None else view.squeeze(1).add_(d)
-        return torch.mv(self.flat.t(), delta, out=self.g)
+        if scored:
+            self.g.copy_(self.rule.flat_gradient(self.state, delta.view(1, 1, self.N))[0])
+        else:  # a deferred column update must not wait: its Ī is a view of buffers the next step rewrites
+            self.state.flush()
+        return self.g
 
 
 class _Derivs:
-    """The two fields of ``StepDerivatives`` that ``Sparse.update`` reads; Ī is added by the
-    product itself, on its views."""
+    """The two fields of ``StepDerivatives`` that ``Sparse.update`` reads. Ī is the cell's
+    unit-local factored form over views of the fused step's own buffers (d, x, h_{t−1}), so it
+    is current every step without being rebuilt."""
 
-    jacobian: Tensor
-    immediate = None
-
-    def __init__(self):
-        self.immediate = _NoImmediate()
-
-
-class _NoImmediate:
-    def add_to_dense(self, M, scale=1.0):
-        pass
+    def __init__(self, layout, d: Tensor, inputs):
+        N = d.shape[0]
+        dv = d.view(1, 1, 1, 1, N)
+        u = [None if t is None else t.view(1, 1, -1) for t in inputs]
+        self.immediate = UnitLocalImmediate(layout, 1, 1, [dv] * len(u), u)
+        self.jacobian = None
 
 
 class DiagonalProduct(_Product):
@@ -169,7 +162,7 @@ class DiagonalProduct(_Product):
     def reset(self):
         self.M[self.cur].zero_()
 
-    def gradient(self, d, jdiag, inputs, delta):
+    def gradient(self, d, jdiag, inputs, delta, scored=True):
         new = 1 - self.cur
         old, M = self.M[self.cur], self.M[new]
         if self.decay is None:
@@ -196,7 +189,9 @@ class ImmediateProduct(_Product):
         self.w = like.new_zeros(N)
         self.blocks_g = [self.g[b.offset:b.stop].view(N, b.numel // N) for b in layout.blocks]
 
-    def gradient(self, d, jdiag, inputs, delta):
+    def gradient(self, d, jdiag, inputs, delta, scored=True):
+        if not scored:
+            return self.g
         w = torch.mul(delta, d, out=self.w)
         for u, g in zip(inputs, self.blocks_g):
             torch.outer(w, u, out=g) if u is not None else g.squeeze(1).copy_(w)
@@ -219,12 +214,15 @@ def unsupported(rule) -> str | None:
     return None
 
 
-def make_product(rule, layout: ParamLayout, N: int, like: Tensor, ctx: TransportContext) -> _Product:
+def make_product(rule, layout: ParamLayout, N: int, like: Tensor, ctx: TransportContext, d: Tensor,
+                 inputs: list[Tensor | None]) -> _Product:
+    """The product for ``rule``; ``d`` and ``inputs`` are the fused step's buffers of the slope
+    and of the blocks' inputs (x, h_{t−1}, or None for a bias), read every step."""
     P = layout.size
     if isinstance(rule, Full):
         return FullProduct(layout, N, P, like)
     if isinstance(rule, Sparse):
-        return SparseProduct(layout, N, P, like, rule, ctx)
+        return SparseProduct(layout, N, P, like, rule, ctx, d, inputs)
     if isinstance(rule, SnAp1):
         return DiagonalProduct(layout, N, P, like, None)
     if isinstance(rule, Trace):

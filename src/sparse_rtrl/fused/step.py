@@ -110,9 +110,9 @@ class FusedStep:
         self.z, self.h, self.d, self.one = like.new_zeros(N), like.new_zeros(N), like.new_zeros(N), like.new_ones(N)
         self.y_hat, self.err, self.delta = like.new_zeros(O), like.new_zeros(O), like.new_zeros(N)
         self.no_target, self.loss = like.new_zeros(O), like.new_zeros(())
-        self.product = make_product(self.rule, layout, N, like, ctx)
-        self.J = like.new_zeros(N, N) if self.product.needs_jacobian else like.new_zeros(N)
         self.inputs = [self.x, self.h_prev] + ([None, None] if self.cell.bias else [])
+        self.product = make_product(self.rule, layout, N, like, ctx, self.d, self.inputs)
+        self.J = like.new_zeros(N, N) if self.product.needs_jacobian else like.new_zeros(N)
         self.g_w_o = like.new_zeros(O, N)
         self.grads = ([self.product.g[b.offset:b.stop].view(b.shape) for b in layout.blocks]
                       + [self.g_w_o] + ([self.err] if self.b_o is not None else []))
@@ -208,13 +208,13 @@ class FusedStep:
         loss = self._prologue(*pro)
         if scored and self.check_finite and not math.isfinite(loss):
             self._refuse(x, y, loss)
-        if self._add_local is not None:
+        if self._add_local is not None:  # full RTRL: the product, then Ī by the C library, then g
             M, transposed = self.product.advance(self.J)
             self._add_local(M.data_ptr(), transposed, *self._local_args)
             if scored:
                 torch.mv(M if transposed else M.t(), self.delta, out=self.product.g)
         else:
-            self.product.gradient(self.d, self.J, self.inputs, self.delta)
+            self.product.gradient(self.d, self.J, self.inputs, self.delta, scored)
         if not scored:
             self.h_prev.copy_(self.h)
         elif self._check(*self._check_args):  # non-zero: a gradient is not finite, h not kept
@@ -263,7 +263,7 @@ class FusedStep:
             torch.mul(d, self.w_hh.diagonal(), out=self.J)
             if a != 1.0:
                 self.J.add_(1.0 - a)
-        g = self.product.gradient(d, self.J, self.inputs, self.delta)
+        g = self.product.gradient(d, self.J, self.inputs, self.delta, scored)
         loss = math.nan
         if scored:
             torch.outer(self.err, h, out=self.g_w_o)

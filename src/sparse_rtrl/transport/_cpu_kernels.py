@@ -114,11 +114,15 @@ def build() -> str:
     Raises :class:`KernelBuildError` naming the cause (no compiler, a compiler error, a
     refused cache folder); :func:`get` is the never-raising form used by the library.
     """
-    flags = _flags()
-    code = source()
-    tag = hashlib.sha1("\0".join([code, *flags]).encode()).hexdigest()[:12]
+    return compile_library(source(), "sparse_rtrl_kernels", _flags())
+
+
+def compile_library(code: str, stem: str, flags: list[str], libs: tuple[str, ...] = ()) -> str:
+    """Compile C ``code`` into ``<stem>_<hash>.so`` in the private kernel cache, once (the
+    hash covers the code and the flags); its path. Used by every compiled part of the library."""
+    tag = hashlib.sha1("\0".join([code, *flags, *libs]).encode()).hexdigest()[:12]
     try:
-        path, note = _kernel_cache.locate(f"sparse_rtrl_kernels_{tag}.so")
+        path, note = _kernel_cache.locate(f"{stem}_{tag}.so")
     except _kernel_cache.CacheError as err:
         raise KernelBuildError(str(err)) from None
     if note is not None:
@@ -132,10 +136,10 @@ def build() -> str:
             raise KernelBuildError("no C compiler found: install gcc (or clang), or set CC")
         try:
             with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
-                src, out = os.path.join(tmp, "kernels.c"), os.path.join(tmp, "kernels.so")
+                src, out = os.path.join(tmp, f"{stem}.c"), os.path.join(tmp, f"{stem}.so")
                 with open(src, "w") as f:
                     f.write(code)
-                subprocess.run([cc, *flags, src, "-o", out], check=True, capture_output=True, timeout=300)
+                subprocess.run([cc, *flags, src, "-o", out, *libs], check=True, capture_output=True, timeout=300)
                 os.replace(out, path)  # atomic: concurrent builders never see a partial file
         except subprocess.CalledProcessError as err:
             detail = (err.stderr or b"").decode(errors="replace").strip()[:500]

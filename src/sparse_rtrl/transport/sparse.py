@@ -228,12 +228,15 @@ class Sparse(AbstractTransport):
 
     def gradient(self, state: SparseState, delta):
         """g = δ·M_t[:H]; after a deferred column update, M_t is formed in the same pass."""
+        return state.ctx.layout.split(self.flat_gradient(state, delta))
+
+    def flat_gradient(self, state: SparseState, delta) -> Tensor:
+        """:meth:`gradient` as one flat ``(E, P)`` tensor in the layout's order."""
         if state.pending is None:
-            return state.ctx.layout.split(delta_rows(delta, state.M))
+            return delta_rows(delta, state.M)
         weight, diagonal, immediate = state.pending
         state.pending = None
-        g = gather_columns_gradient_(state.index, weight, state.M, diagonal, immediate, delta)
-        return state.ctx.layout.split(g)
+        return gather_columns_gradient_(state.index, weight, state.M, diagonal, immediate, delta)
 
     def influence(self, state: SparseState):
         state.flush()
