@@ -6,6 +6,7 @@ layout (``ParamLayout``: blocks in parameter order, rows (i, l) row-major):
 
     full        M_t = J_t·M_{t−1} + Ī_t         M stored transposed, (P, N)
     sparse      M_t = (K_t ⊙ J_t)·M_{t−1} + Ī_t  the rule object itself: M (N, P), its kernels
+    column      M_t = J_t[:, S]·M_{t−1}[S] + Ī_t  low rank: M_t = W_t·R_t + Ī_t, R_t (k, P)
     snap1       M_t = diag(J_t)·M_{t−1} + Ī_t    on Ī's pattern only: (N, C), C = Σ_b c_b
     trace λ     M_t = λ·M_{t−1} + Ī_t            the same storage
     immediate   M_t = Ī_t                       never formed: g = (δ ⊙ d) ⊗ u
@@ -22,10 +23,10 @@ import torch
 
 from ..influence import UnitLocalImmediate
 from ..layout import ParamLayout
-from ..transport.base import TransportContext, load_state, state_to_dict
+from ..transport.base import Generators, TransportContext, load_state, member_seeds, state_to_dict
 from ..transport.full import Full
 from ..transport.snap1 import SnAp1
-from ..transport.sparse import Sparse
+from ..transport.sparse import Sparse, SparseState
 from ..transport.trace import Immediate, Trace
 from .matmul import RightProduct
 
@@ -130,6 +131,90 @@ class SparseProduct(_Product):
         return self.g
 
 
+class LowRankColumnProduct(_Product):
+    """Column-sparse transport without the kept diagonal in O(k²·P) work and O(k·P) memory
+    per step, M never formed:
+
+        M_t = W_t·R_t + Ī_t,   W_t = J_t[:, S_t] (N × k),   R_t = M_{t−1}[S_t] (k × P)
+        R_t = W_{t−1}[S_t]·R_{t−1} + Ī_{t−1}[S_t]
+        g_t = δ_t·M_t = (W_tᵀδ_t)·R_t + (δ_t ⊙ d_t) ⊗ u_t  (per block)
+
+    because the new M depends on the k source rows of the old one only, and those rows are
+    the same low-rank form plus Ī_{t−1}'s (unit-local) rows. Exactly the dense rule's numbers
+    up to round-off (tests/test_fused.py), whatever N: the dense rule's pass over N·P numbers
+    becomes a (k × k)·(k × P) product. The selection S_t, the weights (rescale) and the random
+    draws are the rule object's own (``Sparse.advance_selection``, ``column_weights``)."""
+
+    needs_jacobian = True
+
+    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext, d: Tensor, inputs):
+        super().__init__(layout, N, P, like)
+        k = rule._width(N)
+        self.rule, self.k, self.d, self.inputs = rule, k, d, inputs
+        index = torch.zeros(1, 1, k, dtype=torch.long, device=like.device)
+        self.state = SparseState(ctx, like.new_zeros(0), Generators(member_seeds(rule.seed, 1), like.device),
+                                 0, False, index)
+        self.R = [like.new_zeros(k, P), like.new_zeros(k, P)]
+        self.W = [like.new_zeros(N, k), like.new_zeros(N, k)]  # W_{t−1}, and W_t until commit
+        self.d_prev, self.d_next = like.new_zeros(N), like.new_zeros(N)
+        widths = [b.numel // N for b in layout.blocks]
+        self.blocks = [(b.offset, c) for b, c in zip(layout.blocks, widths)]
+        self.u_prev = [None if u is None else like.new_zeros(u.shape) for u in inputs]
+        self.u_next = [None if u is None else like.new_zeros(u.shape) for u in inputs]
+        self.blocks_g = [self.g[o:o + N * c].view(N, c) for o, c in self.blocks]
+        self.rows = torch.arange(k, device=like.device)
+        self.v, self.w = like.new_zeros(k), like.new_zeros(N)
+        self.cur = 0
+
+    def reset(self):
+        self.R[self.cur].zero_()
+        self.W[self.cur].zero_()
+        self.d_prev.zero_()
+
+    def gradient(self, d, J, inputs, delta, scored=True):
+        N, k, new = self.N, self.k, 1 - self.cur
+        J4 = J.view(1, 1, N, N)
+        self.rule.advance_selection(self.state, J4)
+        S = self.state.index.view(k)
+        R = self.R[new]
+        torch.mm(self.W[self.cur].index_select(0, S), self.R[self.cur], out=R)
+        dS = self.d_prev.index_select(0, S)
+        for (off, c), u in zip(self.blocks, self.u_prev):  # Ī_{t−1}[S_t]: row r, unit S_r's columns
+            Rb = R[:, off:off + N * c].view(k, N, c)
+            Rb.index_put_((self.rows, S), dS.unsqueeze(1) * u if u is not None else dS.unsqueeze(1), accumulate=True)
+        W = self.W[new]
+        W.copy_(self.rule.column_weights(self.state, J4).view(N, k))
+        self.d_next.copy_(d)
+        for dst, u in zip(self.u_next, inputs):
+            if dst is not None:
+                dst.copy_(u)
+        if scored:
+            torch.mv(W.t(), delta, out=self.v)
+            torch.mv(R.t(), self.v, out=self.g)
+            torch.mul(delta, d, out=self.w)
+            for gb, u in zip(self.blocks_g, inputs):
+                gb.addr_(self.w, u) if u is not None else gb.squeeze(1).add_(self.w)
+        return self.g
+
+    def commit(self):
+        self.cur = 1 - self.cur
+        self.d_prev, self.d_next = self.d_next, self.d_prev
+        self.u_prev, self.u_next = self.u_next, self.u_prev
+
+    def state_dict(self) -> dict:
+        return {"R": self.R[self.cur].clone(), "W": self.W[self.cur].clone(), "d": self.d_prev.clone(),
+                "u": [None if u is None else u.clone() for u in self.u_prev], "rule": state_to_dict(self.state)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.R[self.cur].copy_(d["R"])
+        self.W[self.cur].copy_(d["W"])
+        self.d_prev.copy_(d["d"])
+        for dst, src in zip(self.u_prev, d["u"]):
+            if dst is not None:
+                dst.copy_(src)
+        load_state(self.state, d["rule"])
+
+
 class _Derivs:
     """The two fields of ``StepDerivatives`` that ``Sparse.update`` reads. Ī is the cell's
     unit-local factored form over views of the fused step's own buffers (d, x, h_{t−1}), so it
@@ -222,6 +307,8 @@ def make_product(rule, layout: ParamLayout, N: int, like: Tensor, ctx: Transport
     if isinstance(rule, Full):
         return FullProduct(layout, N, P, like)
     if isinstance(rule, Sparse):
+        if rule.granularity == "column" and not rule.keep_diagonal:
+            return LowRankColumnProduct(layout, N, P, like, rule, ctx, d, inputs)
         return SparseProduct(layout, N, P, like, rule, ctx, d, inputs)
     if isinstance(rule, SnAp1):
         return DiagonalProduct(layout, N, P, like, None)

@@ -198,9 +198,7 @@ class Sparse(AbstractTransport):
         J = derivs.jacobian
         E, B, N, _ = J.shape
         state.flush()  # the previous step's, if no gradient followed it
-        if self._due(state):
-            self._select(state, J)
-        state.steps += 1
+        self.advance_selection(state, J)
         if self._dense_fixed(N):
             matmul_(J * self.current_mask(state).to(J.dtype), state.M)
         elif self.granularity == "row":
@@ -211,9 +209,7 @@ class Sparse(AbstractTransport):
             gather_rows_(state.index, weight, state.M)
         else:
             k = state.index.shape[-1]
-            weight = J.gather(-1, state.index.unsqueeze(2).expand(E, B, N, k))
-            if self.rescale and k > 0:
-                weight = weight * (N / k)
+            weight = self.column_weights(state, J)
             diagonal = None
             if self.keep_diagonal:
                 own = state.index.unsqueeze(2) == torch.arange(N, device=J.device).view(1, 1, N, 1)
@@ -225,6 +221,20 @@ class Sparse(AbstractTransport):
                 gather_columns_(state.index, weight, state.M, diagonal, derivs.immediate)
             return
         derivs.immediate.add_to_dense(state.M)
+
+    def advance_selection(self, state: SparseState, J: Tensor) -> None:
+        """The step's kept paths into ``state.index`` (drawn when due) and the step count."""
+        if self._due(state):
+            self._select(state, J)
+        state.steps += 1
+
+    def column_weights(self, state: SparseState, J: Tensor) -> Tensor:
+        """The kept entries J[:, S] ``(E, B, N, k)`` of column granularity (rescaled by N/k
+        when asked), for the sources S in ``state.index``."""
+        E, B, N, _ = J.shape
+        k = state.index.shape[-1]
+        weight = J.gather(-1, state.index.unsqueeze(2).expand(E, B, N, k))
+        return weight * (N / k) if self.rescale and k > 0 else weight
 
     def gradient(self, state: SparseState, delta):
         """g = δ·M_t[:H]; after a deferred column update, M_t is formed in the same pass."""
