@@ -147,22 +147,23 @@ class LowRankColumnProduct(_Product):
 
     needs_jacobian = True
 
-    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext, d: Tensor, inputs):
+    def __init__(self, layout, N, P, like, rule: Sparse, ctx: TransportContext, d: Tensor, u: Tensor):
         super().__init__(layout, N, P, like)
         k = rule._width(N)
-        self.rule, self.k, self.d, self.inputs = rule, k, d, inputs
+        self.rule, self.k, self.d, self.u = rule, k, d, u
         index = torch.zeros(1, 1, k, dtype=torch.long, device=like.device)
         self.state = SparseState(ctx, like.new_zeros(0), Generators(member_seeds(rule.seed, 1), like.device),
                                  0, False, index)
         self.R = [like.new_zeros(k, P), like.new_zeros(k, P)]
         self.W = [like.new_zeros(N, k), like.new_zeros(N, k)]  # W_{t−1}, and W_t until commit
         self.d_prev, self.d_next = like.new_zeros(N), like.new_zeros(N)
-        widths = [b.numel // N for b in layout.blocks]
-        self.blocks = [(b.offset, c) for b, c in zip(layout.blocks, widths)]
-        self.u_prev = [None if u is None else like.new_zeros(u.shape) for u in inputs]
-        self.u_next = [None if u is None else like.new_zeros(u.shape) for u in inputs]
-        self.blocks_g = [self.g[o:o + N * c].view(N, c) for o, c in self.blocks]
-        self.rows = torch.arange(k, device=like.device)
+        self.u_prev, self.u_next = torch.zeros_like(u), torch.zeros_like(u)
+        # cols[i, l]: the column of M that Ī's entry d_i·û_l of unit i sits in (û = [x; h; 1; 1])
+        i = torch.arange(N, device=like.device).unsqueeze(1)
+        self.cols = torch.cat([b.offset + i * (b.numel // N) + torch.arange(b.numel // N, device=like.device)
+                               for b in layout.blocks], 1)
+        self.cols_flat = self.cols.reshape(-1)
+        self.rows = torch.arange(k, device=like.device).unsqueeze(1)
         self.v, self.w = like.new_zeros(k), like.new_zeros(N)
         self.cur = 0
 
@@ -178,22 +179,18 @@ class LowRankColumnProduct(_Product):
         S = self.state.index.view(k)
         R = self.R[new]
         torch.mm(self.W[self.cur].index_select(0, S), self.R[self.cur], out=R)
-        dS = self.d_prev.index_select(0, S)
-        for (off, c), u in zip(self.blocks, self.u_prev):  # Ī_{t−1}[S_t]: row r, unit S_r's columns
-            Rb = R[:, off:off + N * c].view(k, N, c)
-            Rb.index_put_((self.rows, S), dS.unsqueeze(1) * u if u is not None else dS.unsqueeze(1), accumulate=True)
+        # Ī_{t−1}[S_t]: row r holds unit S_r's entries d_{t−1}·û_{t−1}
+        R.index_put_((self.rows, self.cols.index_select(0, S)),
+                     self.d_prev.index_select(0, S).unsqueeze(1) * self.u_prev, accumulate=True)
         W = self.W[new]
         W.copy_(self.rule.column_weights(self.state, J4).view(N, k))
         self.d_next.copy_(d)
-        for dst, u in zip(self.u_next, inputs):
-            if dst is not None:
-                dst.copy_(u)
+        self.u_next.copy_(self.u)
         if scored:
             torch.mv(W.t(), delta, out=self.v)
             torch.mv(R.t(), self.v, out=self.g)
             torch.mul(delta, d, out=self.w)
-            for gb, u in zip(self.blocks_g, inputs):
-                gb.addr_(self.w, u) if u is not None else gb.squeeze(1).add_(self.w)
+            self.g.index_put_((self.cols_flat,), torch.outer(self.w, self.u).view(-1), accumulate=True)
         return self.g
 
     def commit(self):
@@ -203,15 +200,13 @@ class LowRankColumnProduct(_Product):
 
     def state_dict(self) -> dict:
         return {"R": self.R[self.cur].clone(), "W": self.W[self.cur].clone(), "d": self.d_prev.clone(),
-                "u": [None if u is None else u.clone() for u in self.u_prev], "rule": state_to_dict(self.state)}
+                "u": self.u_prev.clone(), "rule": state_to_dict(self.state)}
 
     def load_state_dict(self, d: dict) -> None:
         self.R[self.cur].copy_(d["R"])
         self.W[self.cur].copy_(d["W"])
         self.d_prev.copy_(d["d"])
-        for dst, src in zip(self.u_prev, d["u"]):
-            if dst is not None:
-                dst.copy_(src)
+        self.u_prev.copy_(d["u"])
         load_state(self.state, d["rule"])
 
 
@@ -300,15 +295,16 @@ def unsupported(rule) -> str | None:
 
 
 def make_product(rule, layout: ParamLayout, N: int, like: Tensor, ctx: TransportContext, d: Tensor,
-                 inputs: list[Tensor | None]) -> _Product:
-    """The product for ``rule``; ``d`` and ``inputs`` are the fused step's buffers of the slope
-    and of the blocks' inputs (x, h_{t−1}, or None for a bias), read every step."""
+                 inputs: list[Tensor | None], u: Tensor) -> _Product:
+    """The product for ``rule``; ``d``, ``inputs`` and ``u`` are the fused step's buffers of the
+    slope, of the blocks' inputs (x, h_{t−1}, or None for a bias) and of û = [x; h_{t−1}; 1; 1],
+    read every step."""
     P = layout.size
     if isinstance(rule, Full):
         return FullProduct(layout, N, P, like)
     if isinstance(rule, Sparse):
         if rule.granularity == "column" and not rule.keep_diagonal:
-            return LowRankColumnProduct(layout, N, P, like, rule, ctx, d, inputs)
+            return LowRankColumnProduct(layout, N, P, like, rule, ctx, d, u)
         return SparseProduct(layout, N, P, like, rule, ctx, d, inputs)
     if isinstance(rule, SnAp1):
         return DiagonalProduct(layout, N, P, like, None)

@@ -105,13 +105,14 @@ class FusedStep:
         self.optimizer = make_optimizer(optimizer, data, self._parameters, lr, betas, eps)
 
         like = p0.detach()
-        self.u = like.new_zeros(I + N)  # [x_t; h_{t−1}]: the inputs of Ī's blocks
-        self.x, self.h_prev = self.u[:I], self.u[I:]
+        # û = [x_t; h_{t−1}; 1; 1] (the ones only with biases): the inputs of Ī's blocks, in order
+        self.u = torch.cat([like.new_zeros(I + N), like.new_ones(2 if self.cell.bias else 0)])
+        self.x, self.h_prev = self.u[:I], self.u[I:I + N]
         self.z, self.h, self.d, self.one = like.new_zeros(N), like.new_zeros(N), like.new_zeros(N), like.new_ones(N)
         self.y_hat, self.err, self.delta = like.new_zeros(O), like.new_zeros(O), like.new_zeros(N)
         self.no_target, self.loss = like.new_zeros(O), like.new_zeros(())
         self.inputs = [self.x, self.h_prev] + ([None, None] if self.cell.bias else [])
-        self.product = make_product(self.rule, layout, N, like, ctx, self.d, self.inputs)
+        self.product = make_product(self.rule, layout, N, like, ctx, self.d, self.inputs, self.u)
         self.J = like.new_zeros(N, N) if self.product.needs_jacobian else like.new_zeros(N)
         self.g_w_o = like.new_zeros(O, N)
         self.grads = ([self.product.g[b.offset:b.stop].view(b.shape) for b in layout.blocks]
