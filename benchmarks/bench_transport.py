@@ -964,6 +964,9 @@ def write_report(data, out_dir: Path) -> None:
         lines.append("")
     if plot(data, out_dir / "time_per_step.png"):
         lines += ["![time per step](time_per_step.png)", ""]
+    peer = Path(__file__).with_name("jax_peer.md")  # written by jax_peer.py --write
+    if peer.exists():
+        lines += [peer.read_text()]
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {out_dir / 'RESULTS.md'}")
 

@@ -4,6 +4,7 @@ in one run: CPU time per step, one thread, batch 1, float32 (issue 15).
     pip install "jax[cpu]"                     # benchmark-only; not a dependency of the library
     python benchmarks/jax_peer.py              # the table: library / JAX per rule and N
     python benchmarks/jax_peer.py --sizes 32 64 --steps 300
+    python benchmarks/jax_peer.py --write      # also writes benchmarks/jax_peer.md (RESULTS.md includes it)
 
 Equal work per step, written here from the equations (vanilla tanh cell, N units, input I = 1,
 linear readout to one output, squared error, plain SGD):
@@ -241,11 +242,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--steps", type=int, default=600, help="timed steps per rule and size")
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    parser.add_argument("--write", action="store_true", help="write the tables to benchmarks/jax_peer.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}")
+    import jax
+
+    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
+    out = [f"load average before: {load_before[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}"]
+    print(out[0])
+    worst = 0.0
     for rule in args.rules:
         err, err_fused = check_equal(rule, 8)
+        worst = max(worst, err, err_fused)
         print(f"gradients {rule}: relative difference to JAX, learner {err:.1e}, fused {err_fused:.1e} (float64, 5 steps)")
         assert max(err, err_fused) < 1e-10, f"{rule}: the steps do not compute the same gradient"
     rows = {}
@@ -256,15 +264,40 @@ def main() -> None:
             print(f"  {rule} N={N}: learner {rows[rule, N][0] * 1e3:.3f} ms, fused {rows[rule, N][1] * 1e3:.3f} ms, "
                   f"JAX {rows[rule, N][2] * 1e3:.3f} ms", flush=True)
     head = "| rule | " + " | ".join(f"N = {N}" for N in args.sizes) + " |"
-    for api, col in (("fused step", 1), ("learner API", 0)):
-        print(f"\n{api} / JAX, CPU time per step (library ms / JAX ms); > 1: the library is slower\n")
-        print(head)
-        print("|---|" + "---|" * len(args.sizes))
+    tables = []
+    for api, col in (("fused step (`FusedStep.step`)", 1), ("learner API (`step` → readout → `backward` → `torch.optim`)", 0)):
+        tables += ["", f"{api} / JAX, CPU time per step (library ms / JAX ms); > 1: the library is slower", "",
+                   head, "|---|" + "---|" * len(args.sizes)]
         for rule in args.rules:
             cells = [f"{rows[rule, N][col] / rows[rule, N][2]:.2f} ({rows[rule, N][col] * 1e3:.3f} / "
                      f"{rows[rule, N][2] * 1e3:.3f})" for N in args.sizes]
-            print(f"| {rule} / JAX | " + " | ".join(cells) + " |")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+            tables.append(f"| {rule} / JAX | " + " | ".join(cells) + " |")
+    load_after = os.getloadavg()
+    print("\n".join(tables))
+    print(f"\nload average after: {load_after[0]:.2f}")
+    if args.write:
+        write(started, load_before, load_after, worst, jax.__version__, args, tables)
+
+
+def write(started, load_before, load_after, worst, jax_version, args, tables) -> None:
+    """benchmarks/jax_peer.md: the tables with what they were measured on (RESULTS.md includes it)."""
+    from pathlib import Path
+
+    command = "python benchmarks/jax_peer.py --write" + (f" --steps {args.steps}" if args.steps != 600 else "")
+    text = [
+        "## Library vs a hand-written JAX step (`benchmarks/jax_peer.py`, issue 15)", "",
+        f"Written by `{command}` (started {started}); do not edit by hand. One thread, batch 1, float32, "
+        f"vanilla cell, I = 1, one output, plain SGD: CPU time per step of the library against one "
+        f"`jax.jit` call of equal work (JAX {jax_version}, M donated), {args.steps} steps each (full RTRL: "
+        f"fewer at large N) in alternating blocks. Gradients checked equal first (float64, 5 steps, "
+        f"fixed masks: worst relative difference {worst:.0e}). Load average (1, 5, 15 min) before "
+        f"{', '.join(f'{x:.1f}' for x in load_before)}, after {', '.join(f'{x:.1f}' for x in load_after)} "
+        "on 2 cores (other jobs shared the machine: the ratios are measured side by side).",
+        *tables, "",
+    ]
+    path = Path(__file__).with_name("jax_peer.md")
+    path.write_text("\n".join(text))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
