@@ -121,7 +121,7 @@ def test_no_optimizer_scores_a_frozen_model():
     for t in range(T):
         s = cell.forward_state(x[t], s)
         ref = torch.nn.functional.mse_loss(readout(cell.hidden(s)), y[t])
-        assert result.losses[t] == pytest.approx(ref.item() if not ref.requires_grad else ref.detach().item(), rel=1e-12)
+        assert result.losses[t] == pytest.approx(ref.detach().item(), rel=1e-12)
 
 
 def test_running_error_recorder_and_metric_match_numpy():
