@@ -13,8 +13,9 @@ layout (``ParamLayout``: blocks in parameter order, rows (i, l) row-major):
 
 Ī_t[i, (b, i, l)] = d_i·u_b[l] (u_b = x, h_{t−1} or 1 for block b) sits on one strided
 "diagonal" of each block of M, so adding it is one ``addr_`` per block on a view.
-A product never changes its state before :meth:`commit`: a step whose loss or gradient is
-not finite leaves M as it was.
+A product keeps its new state apart until :meth:`commit`, so a step whose loss or gradient
+is not finite leaves M as it was; the one exception is the rule object's own M (row-sparse,
+or column-sparse with the kept diagonal), which its update advances in place.
 """
 
 from __future__ import annotations
