@@ -99,18 +99,60 @@ def test_the_sweep_records_what_only_asked_for(tmp_path):
     assert read_json(tmp_path / "b" / "sweep.json")["only"] is None
 
 
+class Recording(ExperimentView):
+    """A view that notes every method reference a reader hands it (through ``label``)."""
+
+    def __init__(self, entry: dict, asked: list):
+        super().__init__(entry)
+        self.asked = asked
+
+    def label(self, method):
+        self.asked.append((self.config.name, method))
+        return super().label(method)
+
+
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_every_claim_row_is_measurable_from_its_profile(profile, tmp_path, monkeypatch):
     """Complete hand-made results for every experiment a profile defines give every claim row
     a verdict: each label a row reads is a method of the experiment it reads (a renamed label
-    would turn a row into "not yet measured" here). The rows on real recordings need data."""
+    would turn a row into "not yet measured" here). The rows on real recordings need data.
+
+    And every method the claims and the figures read, the optional ones of the details
+    included, is a ``Method`` object (no label typed out in a family) equal to one that a
+    profile runs in that experiment (same label, rule, options, dtype); the report's tables
+    read Methods too."""
     from test_credit_claims import with_alignment
+    from sparse_rtrl.experiments.families import FAMILIES
+    from sparse_rtrl.experiments.config import Method
+    from sparse_rtrl.experiments.report import _method_table
 
     monkeypatch.setenv("SPARSE_RTRL_DATA", str(tmp_path))
     exps = experiments(profile, data_dir=str(tmp_path))
+    defined = {}
+    for p in ("quick", "paper"):
+        for e in experiments(p, data_dir=str(tmp_path)):
+            defined.setdefault(e.name, []).extend(e.methods)
     L = {"frozen": 1.0, **{m.label: 0.2 for e in exps for m in e.methods if m.rule == "full"}}
-    rows = evaluate_claims({e.name: with_alignment(view(e, L), {}) for e in exps})
+    asked = []
+    views = {}
+    for e in exps:
+        v = with_alignment(view(e, L), {})
+        for runs in v.runs.values():
+            for r in runs.values():
+                r["curve"] = [1.0, 0.5]
+        views[e.name] = Recording(v.entry, asked)
+    rows = evaluate_claims(views)
     unmeasured = {c.id: c.verdict for c in rows if c.verdict in ("not yet measured", "not requested")}
     assert not unmeasured, unmeasured
     assert {c.id for c in rows if c.measured.startswith("data absent")} == {"C9-chewie", "C9-stevenson"}
     assert len({c.id for c in rows}) == len(rows) == 22
+    for family in FAMILIES:
+        family.figures(views, tmp_path)
+    read = list(asked)
+    for v in views.values():  # the report's tables probe the references in any experiment
+        _method_table(v)
+    labels = [m for _, m in asked if not isinstance(m, Method)]
+    assert not labels, f"read by a bare label, not a Method: {sorted(set(labels))}"
+    undefined = {(name, m.label) for name, m in read if not any(m == d for d in defined[name])}
+    assert not undefined, f"read, but no profile runs them (as built here): {sorted(undefined)}"
+    assert len(read) > 1000

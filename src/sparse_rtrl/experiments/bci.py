@@ -30,7 +30,8 @@ from ..tasks import make_task
 from ..tasks.bci import CHEWIE_FILES, STEVENSON_FILE, available, default_data_dir, expected_data_dir
 from .views import (NUMERIC_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
                      not_requested, numeric_verdict)
-from .config import FROZEN, READOUT, Experiment, Method
+from .config import Experiment, Method
+from .methods import FROZEN_MODEL, FULL, IMMEDIATE, K4, READOUT_ONLY, REFERENCES, sparse
 from .metrics import coefficient_of_variation
 from .paper import C9_RECOVERY
 
@@ -47,19 +48,19 @@ SETTINGS = {
 }
 REAL_FILES = {"chewie": CHEWIE_FILES, "stevenson": (STEVENSON_FILE,)}
 
-KEY = "sparse k=4"
+KEY = K4
 HIDDEN = 64
 #: paper profile only: the synthetic setting with an LSTM decoder, reported in the C9 row
 LSTM_NAME, LSTM_HIDDEN = "bci_synthetic_lstm", 32
 #: learning rates tried on the validation seeds: lower than the other claims' Adam grid, since
 #: a decoder of ~100 inputs takes an Adam step in every input weight at once
 LR_GRID = (1e-4, 3e-4, 1e-3)
+#: the k of the decoders' sparse methods (quick; paper, and the details of the C9 rows)
+QUICK_K, PAPER_K = (4,), (1, 4, 16)
 
 
 def _methods(quick: bool) -> tuple[Method, ...]:
-    ks = (4,) if quick else (1, 4, 16)
-    return (Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"),
-            *(Method(f"sparse k={k}", "sparse", {"k": k}) for k in ks), Method("full", "full"))
+    return (*REFERENCES, *(sparse(k) for k in (QUICK_K if quick else PAPER_K)), FULL)
 
 
 #: the share of a recorded session A held out of pretraining (written into the task options, so
@@ -84,7 +85,7 @@ def experiments(profile: str, data_dir: Path | str | None = None,
         seeds=(0, 1, 2) if quick else (0, 1, 2, 3, 4),
         validation_seeds=(100,) if quick else (100, 101, 102),
         pretrain_updates=150 if quick else 600, pre_shift_steps=200,
-        lr_grid=LR_GRID, lr_rule="best_stable", lr_reference="full",
+        lr_grid=LR_GRID, lr_rule="best_stable", lr_reference=FULL.label,
         diagnostics=("predictions",),
     )
     out = [Experiment(name=SETTINGS["synthetic"][0], task_options={}, adapt_steps=adapt_cap, **common)]
@@ -194,11 +195,11 @@ STABILITY_RULE = ("more stable: fewer diverged runs, or (as many) CV(L) across s
                   "full RTRL's; less stable: the reverse; otherwise about as stable (CVs within a factor 2)")
 
 
-def stability(e: ExperimentView, label: str = KEY) -> tuple[str, str]:
+def stability(e: ExperimentView, method: Method = KEY) -> tuple[str, str]:
     """("more stable" | "less stable" | "about as stable" | "not comparable", the sentence
-    that says why) for ``label`` against full RTRL, by STABILITY_RULE."""
-    cv_s, cv_f = coefficient_of_variation(e.L(label)), coefficient_of_variation(e.L("full"))
-    div_s, div_f = sum(e.diverged(label)), sum(e.diverged("full"))
+    that says why) for ``method`` against full RTRL, by STABILITY_RULE."""
+    cv_s, cv_f = coefficient_of_variation(e.L(method)), coefficient_of_variation(e.L(FULL))
+    div_s, div_f = sum(e.diverged(method)), sum(e.diverged(FULL))
     numbers = f"CV of L across seeds {_pct(cv_s)} vs {_pct(cv_f)}, diverged runs {div_s} vs {div_f}"
     if div_s != div_f:
         word = "more stable" if div_s < div_f else "less stable"
@@ -210,7 +211,7 @@ def stability(e: ExperimentView, label: str = KEY) -> tuple[str, str]:
         word = "less stable"
     else:
         word = "about as stable"
-    return word, f"{label} is {_versus(word)} full RTRL: {numbers}"
+    return word, f"{method.label} is {_versus(word)} full RTRL: {numbers}"
 
 
 def _versus(word: str) -> str:
@@ -218,30 +219,31 @@ def _versus(word: str) -> str:
 
 
 def _row(cid: str, text: str, e: ExperimentView, lstm: ExperimentView | None = None) -> ClaimResult:
-    if not e.complete("frozen", "full", KEY):
+    if not e.complete(FROZEN_MODEL, FULL, KEY):
         return ClaimResult(cid, text, PAPER, "not yet measured", "the sweep has not finished this experiment")
     s = e.recovery_summary(KEY)
     verdict = numeric_verdict(s, PAPER_MEAN, PAPER_STD)
-    cv_s, cv_f = coefficient_of_variation(e.L(KEY)), coefficient_of_variation(e.L("full"))
-    div_s, div_f = sum(e.diverged(KEY)), sum(e.diverged("full"))
+    cv_s, cv_f = coefficient_of_variation(e.L(KEY)), coefficient_of_variation(e.L(FULL))
+    div_s, div_f = sum(e.diverged(KEY)), sum(e.diverged(FULL))
     word, sentence = stability(e)
     measured = (f"{fmt(s)}; {_versus(word)} full RTRL (CV(L) {_pct(cv_s)} vs {_pct(cv_f)}, diverged "
                 f"{div_s} vs {div_f})")
-    details = [f"recovery of {KEY} vs full RTRL (paired per seed): {fmt(s)} (paper {PAPER})",
+    details = [f"recovery of {KEY.label} vs full RTRL (paired per seed): {fmt(s)} (paper {PAPER})",
                f"stability: {sentence} (rule: {STABILITY_RULE})"]
-    for label in ("immediate", "sparse k=1", "sparse k=16", "readout"):
-        if e.complete(label):
-            details.append(f"recovery of {label}: {fmt(e.recovery_summary(label))}")
-    details.append(f"recovery of {KEY} relative to the immediate rule: "
-                   f"{fmt(e.recovery_summary(KEY, reference='immediate'))}")
-    if lstm is not None and lstm.complete("frozen", "full", KEY):
-        details.append(f"LSTM decoder (n = {lstm.config.hidden_size}, same setting): recovery of {KEY} "
-                       f"{fmt(lstm.recovery_summary(KEY))}, of immediate {fmt(lstm.recovery_summary('immediate'))}; "
+    for m in (IMMEDIATE, sparse(1), sparse(16), READOUT_ONLY):
+        if e.complete(m):
+            details.append(f"recovery of {m.label}: {fmt(e.recovery_summary(m))}")
+    details.append(f"recovery of {KEY.label} relative to the immediate rule: "
+                   f"{fmt(e.recovery_summary(KEY, reference=IMMEDIATE))}")
+    if lstm is not None and lstm.complete(FROZEN_MODEL, FULL, KEY):
+        details.append(f"LSTM decoder (n = {lstm.config.hidden_size}, same setting): recovery of {KEY.label} "
+                       f"{fmt(lstm.recovery_summary(KEY))}, of immediate {fmt(lstm.recovery_summary(IMMEDIATE))}; "
                        f"stability: {stability(lstm)[1]}")
-    L_pre = [e.runs["frozen"][s_]["L_pre_shift"] for s_ in e.seeds() if s_ in e.runs["frozen"]]
+    frozen = e.runs_of(FROZEN_MODEL)
+    L_pre = [frozen[s_]["L_pre_shift"] for s_ in e.seeds() if s_ in frozen]
     details.append(f"decoder MSE (z-scored velocity; 1 = predicting A's mean): frozen before the shift "
-                   f"{_mean_std(L_pre)}, frozen after {_mean_std(e.L('frozen'))}, full RTRL "
-                   f"{_mean_std(e.L('full'))}, {KEY} {_mean_std(e.L(KEY))}")
+                   f"{_mean_std(L_pre)}, frozen after {_mean_std(e.L(FROZEN_MODEL))}, full RTRL "
+                   f"{_mean_std(e.L(FULL))}, {KEY.label} {_mean_std(e.L(KEY))}")
     task = make_task(e.config.task, **e.config.task_options)
     details.append(f"setting: {task.describe_shift()}; n = {e.config.hidden_size} vanilla RNN, "
                    f"T_a = {e.config.adapt_steps} bins")
@@ -291,7 +293,7 @@ def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, s
         if name:
             out.append((f"C9 ({setting}): decoded vs true velocity, before and after adaptation",
                         f"figures/{name}"))
-        name = plots.curves(e, [l for l in ("frozen", "readout", "immediate", "sparse k=1", KEY, "full")],
+        name = plots.curves(e, [FROZEN_MODEL, READOUT_ONLY, IMMEDIATE, sparse(1), KEY, FULL],
                             Path(folder) / f"bci_{setting}_curves.png")
         if name:
             out.append((f"C9 ({setting}): learning curves around the session change", f"figures/{name}"))
@@ -302,10 +304,10 @@ def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, s
 
 
 def _decoding_figure(e: ExperimentView, setting: str, path: Path) -> str | None:
-    labels = [l for l in ("frozen", KEY, "full") if e.has(l)]
+    methods = [m for m in (FROZEN_MODEL, KEY, FULL) if e.has(m)]
     seed = e.seeds()[0]
-    runs = [e.runs[l].get(seed) for l in labels]
-    if not labels or any(r is None or "predictions" not in r for r in runs):
+    runs = [e.runs_of(m).get(seed) for m in methods]
+    if not methods or any(r is None or "predictions" not in r for r in runs):
         return None
     from .plotting import pyplot as _plt
     from .plotting import save as _save
@@ -313,8 +315,8 @@ def _decoding_figure(e: ExperimentView, setting: str, path: Path) -> str | None:
     plt = _plt()
     windows = (("pre", "before the shift (session A)"), ("post", "just after the shift (session B)"),
                ("end", "end of adaptation (session B)"))
-    fig, axes = plt.subplots(len(labels), 3, figsize=(11, 2.1 * len(labels) + 0.6), squeeze=False, sharey=True)
-    for i, (label, run) in enumerate(zip(labels, runs)):
+    fig, axes = plt.subplots(len(methods), 3, figsize=(11, 2.1 * len(methods) + 0.6), squeeze=False, sharey=True)
+    for i, (method, run) in enumerate(zip(methods, runs)):
         for j, (key, title) in enumerate(windows):
             ax = axes[i][j]
             w = run["predictions"][key]
@@ -326,8 +328,8 @@ def _decoding_figure(e: ExperimentView, setting: str, path: Path) -> str | None:
             ax.plot(t, target[:, 0], color="k", lw=1.2, label="true")
             ax.plot(t, pred[:, 0], color="tab:red", lw=1.0, label="decoded")
             mse = float(np.mean((pred - target) ** 2))  # over both components
-            ax.set_title(f"{label}: {title}\nMSE (v_x, v_y) {mse:.2f}", fontsize=8)
-            if i == len(labels) - 1:
+            ax.set_title(f"{method.label}: {title}\nMSE (v_x, v_y) {mse:.2f}", fontsize=8)
+            if i == len(methods) - 1:
                 ax.set_xlabel("bins after the shift")
             if j == 0:
                 ax.set_ylabel("v_x (z-scored)")
@@ -337,22 +339,22 @@ def _decoding_figure(e: ExperimentView, setting: str, path: Path) -> str | None:
 
 
 def _recovery_figure(present: list[tuple[str, ExperimentView]], path: Path) -> str | None:
-    rows = [(s, e) for s, e in present if e.complete("frozen", "full", KEY)]
+    rows = [(s, e) for s, e in present if e.complete(FROZEN_MODEL, FULL, KEY)]
     if not rows:
         return None
     from .plotting import mean_std
     from .plotting import pyplot as _plt
     from .plotting import save as _save
 
-    labels = [l for l in ("readout", "immediate", "sparse k=1", KEY, "sparse k=16")
-              if all(e.complete(l) for _, e in rows)]
+    methods = [m for m in (READOUT_ONLY, IMMEDIATE, sparse(1), KEY, sparse(16))
+               if all(e.complete(m) for _, e in rows)]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    width = 0.8 / len(labels)
-    for j, label in enumerate(labels):
-        stats = [mean_std(e.recoveries(label)) for _, e in rows]
-        x = np.arange(len(rows)) + (j - (len(labels) - 1) / 2) * width
-        ax.bar(x, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=label)
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        stats = [mean_std(e.recoveries(method)) for _, e in rows]
+        x = np.arange(len(rows)) + (j - (len(methods) - 1) / 2) * width
+        ax.bar(x, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=method.label)
     ax.axhspan(PAPER_MEAN - PAPER_STD, PAPER_MEAN + PAPER_STD, color="tab:red", alpha=0.12,
                label=f"paper, k=4: {PAPER}")
     ax.axhline(100, color="k", lw=0.8)

@@ -11,23 +11,34 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .methods import (ADVERSARIAL, COLUMN, FIXED_MASK, FROZEN_MODEL, FULL, IMMEDIATE, K4, KF, MAGNITUDE, READOUT_ONLY,
+                      RESCALED, SNAP1, SWEEP_K, UORO, in_dtype, sparse, tbptt, trace)
 from .metrics import Summary, coefficient_of_variation, summarize
 from .paper import C1_RECOVERY, C11_RECOVERY
 from .views import (NUMERIC_RULE, SPREAD_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
                     missing, numeric_verdict, spread_verdict)
 
+#: the methods of these experiments (``profiles`` runs them; the claims below read them)
+SELECTION = (MAGNITUDE, ADVERSARIAL, COLUMN, FIXED_MASK, RESCALED)
+BASELINES = (trace(0.9), SNAP1, UORO, KF, tbptt(8))
+#: C12: the immediate rule and a λ = 0.95 trace against full RTRL, each in float32 and float64
+FOLLOWUP = (IMMEDIATE, trace(0.95))
+#: C6's spread across seeds, per method (Lorenz)
+LORENZ_SPREAD = (FROZEN_MODEL, READOUT_ONLY, IMMEDIATE, K4, FULL)
+
+
 def c1(v):
     cid, claim, paper = "C1", "sparse k=4 of n=64, vanilla RNN: recovery vs full RTRL", "84 ± 6 %"
     e = v.get("sine_vanilla")
-    if e is None or not e.complete("frozen", "full", "sparse k=4"):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, K4):
         return missing(cid, claim, paper, v, ("sine_vanilla",))
-    s = e.recovery_summary("sparse k=4")
-    imm = e.recovery_summary("sparse k=4", reference="immediate")
+    s = e.recovery_summary(K4)
+    imm = e.recovery_summary(K4, reference=IMMEDIATE)
     details = [f"recovery relative to the immediate rule: {fmt(imm)}"]
     # the references say how much of the recovery needs gradient through the recurrence at all
-    details += [f"{what}: {fmt(e.recovery_summary(label))}"
-                for label, what in (("immediate", "immediate (k = 0)"), ("readout", "readout only (cell frozen)"))
-                if e.complete(label)]
+    details += [f"{what}: {fmt(e.recovery_summary(m))}"
+                for m, what in ((IMMEDIATE, "immediate (k = 0)"), (READOUT_ONLY, "readout only (cell frozen)"))
+                if e.complete(m)]
     return ClaimResult(cid, claim, paper, numeric_verdict(s, *C1_RECOVERY), NUMERIC_RULE, s, fmt(s), details)
 
 
@@ -36,9 +47,9 @@ def c2(v):
     rows, last = [], None
     for name, n in (("sine_vanilla", 64), ("sine_vanilla_n128", 128), ("sine_vanilla_n256", 256)):
         e = v.get(name)
-        if e is None or not e.complete("frozen", "full", "sparse k=4"):
+        if e is None or not e.complete(FROZEN_MODEL, FULL, K4):
             continue
-        last = e.recovery_summary("sparse k=4")
+        last = e.recovery_summary(K4)
         rows.append((n, last))
     if len(rows) < 2:
         return missing(cid, claim, paper, v, ("sine_vanilla", "sine_vanilla_n128"))  # n = 256: paper only
@@ -59,29 +70,29 @@ def c2(v):
 def c3(v):
     cid, claim, paper = "C3", "selection invariance: random vs adversarial vs magnitude (k=4)", "all similar"
     e = v.get("sine_vanilla")
-    labels = ("sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial")
-    if e is None or not e.complete("frozen", "full", *labels):
+    methods = (K4, MAGNITUDE, ADVERSARIAL)
+    if e is None or not e.complete(FROZEN_MODEL, FULL, *methods):
         return missing(cid, claim, paper, v, ("sine_vanilla",))
-    sums = {l: e.recovery_summary(l) for l in labels}
-    means = [s.mean for s in sums.values()]
+    sums = [e.recovery_summary(m) for m in methods]
+    means = [s.mean for s in sums]
     spread, verdict = spread_verdict(means)
     rule = SPREAD_RULE
-    details = [f"{l.replace('sparse k=4', 'random') if l == 'sparse k=4' else l}: {fmt(s)}" for l, s in sums.items()]
-    for extra in ("sparse k=4 column", "sparse k=4 fixed mask", "sparse k=4 rescaled"):
+    details = [f"{'random' if m is K4 else m.label}: {fmt(s)}" for m, s in zip(methods, sums)]
+    for extra in (COLUMN, FIXED_MASK, RESCALED):
         if e.complete(extra):
-            details.append(f"{extra}: {fmt(e.recovery_summary(extra))}")
-    return ClaimResult(cid, claim, paper, verdict, rule, sums["sparse k=4"],
+            details.append(f"{extra.label}: {fmt(e.recovery_summary(extra))}")
+    return ClaimResult(cid, claim, paper, verdict, rule, sums[0],
                        f"spread {spread:.1f} points (" + ", ".join(f"{m:.0f}" for m in means) + " %)", details)
 
 
 def c4(v):
     cid, claim, paper = "C4", "step function: k = 0 vs any k ≥ 1", "0 → high"
     e = v.get("sine_vanilla")
-    if e is None or not e.complete("frozen", "full", "immediate"):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, IMMEDIATE):
         return missing(cid, claim, paper, v, ("sine_vanilla",))
-    ks = [k for k in (1, 2, 4, 8, 16, 32) if e.complete(f"sparse k={k}")]
-    zero = e.recovery_summary("immediate")
-    rows = {k: e.recovery_summary(f"sparse k={k}") for k in ks}
+    ks = [k for k in SWEEP_K if e.complete(sparse(k))]
+    zero = e.recovery_summary(IMMEDIATE)
+    rows = {k: e.recovery_summary(sparse(k)) for k in ks}
     rule = ("reproduced: mean recovery at k = 0 < 25 % and ≥ 60 % at every k ≥ 1; partly: k = 0 "
             "< 25 % and k = 4 ≥ 60 % (the step comes later than k = 1); not reproduced: otherwise")
     low = zero.n_scored > 0 and zero.mean < 25
@@ -99,9 +110,9 @@ def c4(v):
 def c5(v):
     cid, claim, paper = "C5", "recurrent Jacobian full rank; condition numbers", "2.6 – 6.5"
     e = v.get("sine_vanilla")
-    if e is None or not e.complete("full"):
+    if e is None or not e.complete(FULL):
         return missing(cid, claim, paper, v, ("sine_vanilla",))
-    per_seed = [np.asarray(e.runs["full"][s]["condition_numbers"]) for s in e.seeds()]
+    per_seed = [np.asarray(e.runs_of(FULL)[s]["condition_numbers"]) for s in e.seeds()]
     if not all(c.size for c in per_seed):
         return missing(cid, claim, paper, why="no condition numbers were recorded")
     medians = [float(np.median(c)) for c in per_seed]
@@ -127,11 +138,11 @@ def c5(v):
 def c6(v):
     cid, claim, paper = "C6", "Lorenz: CV of L across seeds, sparse k=4 vs full RTRL", "13 % vs 88 %"
     e = v.get("lorenz_vanilla")
-    if e is None or not e.complete("sparse k=4", "full"):
+    if e is None or not e.complete(K4, FULL):
         return missing(cid, claim, paper, v, ("lorenz_vanilla",))
-    cv_s = 100 * coefficient_of_variation(e.L("sparse k=4"))
-    cv_f = 100 * coefficient_of_variation(e.L("full"))
-    div_s, div_f = sum(e.diverged("sparse k=4")), sum(e.diverged("full"))
+    cv_s = 100 * coefficient_of_variation(e.L(K4))
+    cv_f = 100 * coefficient_of_variation(e.L(FULL))
+    div_s, div_f = sum(e.diverged(K4)), sum(e.diverged(FULL))
     rule = ("reproduced: CV(full) ≥ 2 × CV(sparse) (full RTRL markedly less stable across seeds), "
             "counting a diverged full-RTRL run as instability; partly: CV(full) > CV(sparse); "
             "not reproduced: otherwise")
@@ -142,9 +153,9 @@ def c6(v):
     else:
         verdict = "not reproduced"
     s = Summary(cv_s, math.nan, (math.nan, math.nan), len(e.seeds()), len(e.seeds()), 0, div_s)
-    details = [f"CV({l}) = {100 * coefficient_of_variation(e.L(l)):.1f} %, diverged {sum(e.diverged(l))}"
-               for l in ("frozen", "readout", "immediate", "sparse k=4", "full") if e.complete(l)]
-    details.append(f"recovery of sparse k=4: {fmt(e.recovery_summary('sparse k=4'))}")
+    details = [f"CV({m.label}) = {100 * coefficient_of_variation(e.L(m)):.1f} %, diverged {sum(e.diverged(m))}"
+               for m in LORENZ_SPREAD if e.complete(m)]
+    details.append(f"recovery of {K4.label}: {fmt(e.recovery_summary(K4))}")
     return ClaimResult(cid, claim, paper, verdict, rule, s,
                        f"{cv_s:.0f} % vs {cv_f:.0f} % (diverged: {div_s} vs {div_f})", details)
 
@@ -152,9 +163,9 @@ def c6(v):
 def c7(v):
     cid, claim, paper = "C7", "LSTM: sparse k=4 vs full RTRL", "matches"
     e = v.get("sine_lstm")
-    if e is None or not e.complete("frozen", "full", "sparse k=4"):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, K4):
         return missing(cid, claim, paper, v, ("sine_lstm",))
-    s = e.recovery_summary("sparse k=4")
+    s = e.recovery_summary(K4)
     rule = ("reproduced: mean recovery ≥ 90 % or the 95 % CI reaches 100 %; partly: mean ≥ 70 %; "
             "not reproduced: otherwise")
     if s.n_scored and (s.mean >= 90 or s.ci95[1] >= 100):
@@ -164,30 +175,30 @@ def c7(v):
     else:
         verdict = "inconclusive" if not s.n_scored else "not reproduced"
     return ClaimResult(cid, claim, paper, verdict, rule, s, fmt(s),
-                       [f"immediate (k = 0): {fmt(e.recovery_summary('immediate'))}"])
+                       [f"immediate (k = 0): {fmt(e.recovery_summary(IMMEDIATE))}"])
 
 
-def _gain(e: ExperimentView, label: str) -> float:
+def _gain(e: ExperimentView, method) -> float:
     """Mean relative improvement over the frozen model, (L_frozen − L_m)/L_frozen."""
-    g = [(f - m) / f for f, m in zip(e.L("frozen"), e.L(label)) if math.isfinite(m) and f > 0]
+    g = [(f - m) / f for f, m in zip(e.L(FROZEN_MODEL), e.L(method)) if math.isfinite(m) and f > 0]
     return float(np.mean(g)) if g else math.nan
 
 
 def c10(v):
     cid, claim, paper = "C10", "error only at sequence end: all RTRL variants degrade", "degrade"
     e, ref = v.get("adding_vanilla"), v.get("sine_vanilla")
-    labels = ("immediate", "sparse k=4", "full")
-    if e is None or ref is None or not e.complete("frozen", *labels) or not ref.complete("frozen", *labels):
+    methods = (IMMEDIATE, K4, FULL)
+    if e is None or ref is None or not e.complete(FROZEN_MODEL, *methods) or not ref.complete(FROZEN_MODEL, *methods):
         return missing(cid, claim, paper, v, ("adding_vanilla", "sine_vanilla"))
     rule = ("gain G = (L_frozen − L)/L_frozen; reproduced: for every RTRL variant (immediate, sparse "
             "k=4, full) G on the end-of-sequence task < half its G with a continuous error (sine); "
             "partly: for some; not reproduced: for none")
-    pairs = {l: (_gain(e, l), _gain(ref, l)) for l in labels}
+    pairs = {m.label: (_gain(e, m), _gain(ref, m)) for m in methods}
     worse = [l for l, (a, b) in pairs.items() if a < 0.5 * b]
-    verdict = "reproduced" if len(worse) == len(labels) else "partly" if worse else "not reproduced"
-    s = e.recovery_summary("sparse k=4")
+    verdict = "reproduced" if len(worse) == len(methods) else "partly" if worse else "not reproduced"
+    s = e.recovery_summary(K4)
     details = [f"{l}: G = {100 * a:.1f} % end-of-sequence vs {100 * b:.1f} % continuous" for l, (a, b) in pairs.items()]
-    details.append(f"recovery of sparse k=4 on the adding task: {fmt(s)}")
+    details.append(f"recovery of {K4.label} on the adding task: {fmt(s)}")
     return ClaimResult(cid, claim, paper, verdict, rule, s,
                        ", ".join(f"{l} {100 * a:.0f} vs {100 * b:.0f} %" for l, (a, b) in pairs.items()), details)
 
@@ -195,11 +206,11 @@ def c10(v):
 def c11(v):
     cid, claim, paper = "C11", "SGD instead of Adam, sparse k=4: recovery", "92 ± 1 %"
     e = v.get("sine_vanilla_sgd")
-    if e is None or not e.complete("frozen", "full", "sparse k=4"):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, K4):
         return missing(cid, claim, paper, v, ("sine_vanilla_sgd",))
-    s = e.recovery_summary("sparse k=4")
+    s = e.recovery_summary(K4)
     return ClaimResult(cid, claim, paper, numeric_verdict(s, *C11_RECOVERY), NUMERIC_RULE, s, fmt(s),
-                       [f"immediate (k = 0) under SGD: {fmt(e.recovery_summary('immediate'))}"])
+                       [f"immediate (k = 0) under SGD: {fmt(e.recovery_summary(IMMEDIATE))}"])
 
 
 def c12(v):
@@ -209,27 +220,29 @@ def c12(v):
     for opt in ("adam", "sgd", "rmsprop"):
         e = v.get(f"followup_{opt}")
         for dtype in ("float32", "float64"):
-            for rule_label in ("immediate", "trace 0.95"):
-                label = f"{rule_label} {dtype}"
-                if e is None or not e.complete("frozen", f"full {dtype}", label):
+            full = in_dtype(FULL, dtype)
+            for base in FOLLOWUP:
+                method = in_dtype(base, dtype)
+                if e is None or not e.complete(FROZEN_MODEL, full, method):
                     ok = False
                     continue
-                rows[(opt, dtype, rule_label)] = e.recovery_summary(label, full=f"full {dtype}")
+                rows[(opt, dtype, base.label)] = e.recovery_summary(method, full=full)
     if not ok:
         return missing(cid, claim, paper, v, ("followup_adam", "followup_sgd", "followup_rmsprop"))
     rule = ("reproduced: immediate with Adam in float64 ≥ 80 % recovery, and immediate with SGD and "
             "the λ = 0.95 trace (every optimizer) ≤ 30 %; partly: one of the two halves holds; "
             "not reproduced: neither")
-    match = rows[("adam", "float64", "immediate")].mean >= 80
-    fails = all(rows[("sgd", d, "immediate")].mean <= 30 for d in ("float32", "float64")) and all(
-        s.mean <= 30 for (o, d, r), s in rows.items() if r == "trace 0.95")
+    imm, tr = (m.label for m in FOLLOWUP)
+    match = rows[("adam", "float64", imm)].mean >= 80
+    fails = all(rows[("sgd", d, imm)].mean <= 30 for d in ("float32", "float64")) and all(
+        s.mean <= 30 for (o, d, r), s in rows.items() if r == tr)
     verdict = "reproduced" if match and fails else "partly" if match or fails else "not reproduced"
     details = [f"{r} · {o} · {d}: {fmt(s)}" for (o, d, r), s in rows.items()]
-    key = rows[("adam", "float64", "immediate")]
+    key = rows[("adam", "float64", imm)]
     return ClaimResult(cid, claim, paper, verdict, rule, key,
                        f"Adam/float64 k=0: {key.mean:.0f} %; SGD k=0: "
-                       f"{rows[('sgd', 'float64', 'immediate')].mean:.0f} %; trace 0.95 (Adam, f64): "
-                       f"{rows[('adam', 'float64', 'trace 0.95')].mean:.0f} %", details)
+                       f"{rows[('sgd', 'float64', imm)].mean:.0f} %; {tr} (Adam, f64): "
+                       f"{rows[('adam', 'float64', tr)].mean:.0f} %", details)
 
 
 CLAIMS = (c1, c2, c3, c4, c5, c6, c7, c10, c11, c12)
@@ -252,22 +265,20 @@ def figures(views: dict[str, ExperimentView], figs: Path) -> list[tuple[str, str
     if main:
         add("Recovery vs k", plots.recovery_vs_k(main, figs / "recovery_vs_k.png"))
         add("Selection strategies and mask options (k = 4)", plots.recovery_bars(
-            main, ["sparse k=4", "sparse k=4 magnitude", "sparse k=4 adversarial", "sparse k=4 column",
-                   "sparse k=4 fixed mask", "sparse k=4 rescaled"], figs / "selection.png", "Selection strategies (k = 4)"))
+            main, [K4, *SELECTION], figs / "selection.png", "Selection strategies (k = 4)"))
         add("Baselines", plots.recovery_bars(
-            main, ["immediate", "trace 0.9", "snap1", "uoro", "kf", "tbptt T=8", "sparse k=4", "readout"],
-            figs / "baselines.png", "Approximations and baselines"))
+            main, [IMMEDIATE, *BASELINES, K4, READOUT_ONLY], figs / "baselines.png", "Approximations and baselines"))
         add("Learning curves around the shift", plots.curves(
-            main, ["frozen", "readout", "immediate", "sparse k=1", "sparse k=4", "full"], figs / "curves.png"))
+            main, [FROZEN_MODEL, READOUT_ONLY, IMMEDIATE, sparse(1), K4, FULL], figs / "curves.png"))
         add("Jacobian condition numbers", plots.condition_histogram(main, figs / "condition_numbers.png"))
     rows = []
     for name, n in (("sine_vanilla", 64), ("sine_vanilla_n128", 128), ("sine_vanilla_n256", 256)):
         v = views.get(name)
-        if v and v.complete("frozen", "full", "sparse k=4"):
-            rows.append((n, v.recoveries("sparse k=4")))
+        if v and v.complete(FROZEN_MODEL, FULL, K4):
+            rows.append((n, v.recoveries(K4)))
     add("Recovery vs n", plots.recovery_vs_n(rows, figs / "recovery_vs_n.png"))
     lor = views.get("lorenz_vanilla")
     if lor:
         add("Lorenz: loss spread per method", plots.loss_spread(
-            lor, ["frozen", "readout", "immediate", "sparse k=4", "full"], figs / "lorenz_spread.png"))
+            lor, list(LORENZ_SPREAD), figs / "lorenz_spread.png"))
     return figures

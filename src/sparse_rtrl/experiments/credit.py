@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import FROZEN, READOUT, Experiment, Method
+from .methods import (ADVERSARIAL, COLUMN, FIXED_MASK, FROZEN_MODEL, FULL, IMMEDIATE, K4, KF, MAGNITUDE, READOUT_ONLY,
+                      REFERENCES, SNAP1, SWEEP_K, UORO, in_dtype, sparse, tbptt, trace)
 from .paper import C1_RECOVERY, C11_RECOVERY
 from .plotting import mean_std, pyplot, save
 from .views import (NUMERIC_RULE, SPREAD_RULE, ClaimResult, ExperimentView, Request, counting_divergence, fmt,
@@ -35,35 +37,20 @@ from .views import (NUMERIC_RULE, SPREAD_RULE, ClaimResult, ExperimentView, Requ
 
 LAG = 5  # d: full RTRL learns it within the window at n = 32 and 64 (docs/tasks.md, "the lag dial")
 GATED_LAG = 3  # d for LSTM and GRU (T4), see experiments()
-SWEEP_K = (1, 2, 4, 8, 16, 32)
 ADAM_GRID = (3e-4, 1e-3, 3e-3)
 SGD_GRID = (0.01, 0.03, 0.1, 0.3)
 
-
-def sparse(k: int, label: str | None = None, **options) -> Method:
-    return Method(label or f"sparse k={k}", "sparse", {"k": k, **options})
-
-
-def tbptt(window: int) -> Method:
-    return Method(f"tbptt T={window}", "tbptt", {"window": window})
-
-
-REFERENCES = (Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"))
-FULL = Method("full", "full")
-SELECTION = (
-    sparse(4, "sparse k=4 magnitude", selection="magnitude"),
-    sparse(4, "sparse k=4 adversarial", selection="adversarial"),
-    sparse(4, "sparse k=4 column", granularity="column"),
-    sparse(4, "sparse k=4 fixed mask", resample_every=0),
-)
+SELECTION = (MAGNITUDE, ADVERSARIAL, COLUMN, FIXED_MASK)
 #: windows below, at and above the smallest one that reaches x_{t−d}: W = d + 1
 WINDOWS = (LAG - 2, LAG + 1, 2 * (LAG + 1))
-FIELD = (
-    Method("uoro", "uoro"), Method("kf", "kf"), Method("snap1", "snap1"), Method("trace 0.9", "trace", {"decay": 0.9}),
-    *(tbptt(w) for w in WINDOWS),
-)
-LAG_METHODS = (Method("frozen", FROZEN), Method("readout", READOUT), Method("immediate", "immediate"), sparse(4),
-               FULL, tbptt(16))
+FIELD = (UORO, KF, SNAP1, trace(0.9), *(tbptt(w) for w in WINDOWS))
+#: T7's TBPTT, whose window reaches every lag of the sweep but d = 20
+LAG_TBPTT = tbptt(16)
+LAG_METHODS = (*REFERENCES, K4, FULL, LAG_TBPTT)
+#: what T7 and its figure read of each lag's experiment
+LAG_READ = (FROZEN_MODEL, FULL, IMMEDIATE, K4, LAG_TBPTT)
+#: T5: k = 0 and k = 4 against full RTRL, each in float32 and float64
+PRECISION = (IMMEDIATE, K4)
 
 
 def k6(n: int) -> int:
@@ -109,14 +96,12 @@ def experiments(profile: str) -> list[Experiment]:
     for cell in ("lstm", "gru"):
         out.append(Experiment(
             name=f"credit_{cell}", claims=("T4",), task_options={"lag": GATED_LAG}, hidden_size=32,
-            methods=(*REFERENCES, sparse(4), FULL), **{**common, "cell": cell},
+            methods=(*REFERENCES, K4, FULL), **{**common, "cell": cell},
         ))
     for optimizer, grid in (("adam", ADAM_GRID), ("sgd", SGD_GRID)):
-        methods = [Method("frozen", FROZEN), Method("readout", READOUT)]
+        methods = [FROZEN_MODEL, READOUT_ONLY]
         for dtype in ("float32", "float64"):
-            methods += [Method(f"immediate {dtype}", "immediate", dtype=dtype),
-                        Method(f"sparse k=4 {dtype}", "sparse", {"k": 4}, dtype=dtype),
-                        Method(f"full {dtype}", "full", dtype=dtype)]
+            methods += [in_dtype(m, dtype) for m in (*PRECISION, FULL)]
         out.append(Experiment(
             name=f"credit_{optimizer}", claims=("T5",), task_options=lag, hidden_size=32, methods=tuple(methods),
             optimizer=optimizer, **{**common, "lr_grid": grid},
@@ -131,34 +116,34 @@ def experiments(profile: str) -> list[Experiment]:
 
 # -- the claims -----------------------------------------------------------------------------------
 
-def _alignment(e: ExperimentView, label: str, key: str = "cos@10") -> float:
+def _alignment(e: ExperimentView, method: Method, key: str = "cos@10") -> float:
     """Mean over seeds of a run's alignment figure (NaN where not recorded)."""
-    vals = [r["alignment"][key] for r in e.runs.get(label, {}).values()
+    vals = [r["alignment"][key] for r in e.runs_of(method).values()
             if r.get("alignment") and r["alignment"].get(key) is not None and math.isfinite(r["alignment"][key])]
     return float(np.mean(vals)) if vals else math.nan
 
 
-def _cos(e: ExperimentView, label: str) -> str:
+def _cos(e: ExperimentView, method: Method) -> str:
     """The fixed-trajectory cosines (windows 1/10/100) and, where recorded, the mean cosine
     along the method's own learning run."""
-    c = [_alignment(e, label, f"cos@{w}") for w in (1, 10, 100)]
+    c = [_alignment(e, method, f"cos@{w}") for w in (1, 10, 100)]
     text = "cos " + "/".join("—" if math.isnan(x) else f"{x:.2f}" for x in c)
-    along = [r["alignment_run"]["cos_mean"] for r in e.runs.get(label, {}).values() if r.get("alignment_run")]
+    along = [r["alignment_run"]["cos_mean"] for r in e.runs_of(method).values() if r.get("alignment_run")]
     along = [a for a in along if math.isfinite(a)]
     return text + (f", along its run {np.mean(along):.2f}" if along else "")
 
 
-def _full_gain(e: ExperimentView, full: str = "full") -> list[float]:
-    return [1 - f / z for z, f in zip(e.L("frozen"), e.L(full)) if math.isfinite(f) and z > 0]
+def _full_gain(e: ExperimentView, full: Method = FULL) -> list[float]:
+    return [1 - f / z for z, f in zip(e.L(FROZEN_MODEL), e.L(full)) if math.isfinite(f) and z > 0]
 
 
 def t0(v):
     cid, claim = "T0", "the regime needs transport: immediate and readout-only recover ≈ 0, full RTRL gains"
     paper = "≈ 0 % by construction (SPEC §4b)"
     e = v.get("credit_n64")
-    if e is None or not e.complete("frozen", "readout", "immediate", "full"):
+    if e is None or not e.complete(FROZEN_MODEL, READOUT_ONLY, IMMEDIATE, FULL):
         return missing(cid, claim, paper, v, ("credit_n64",))
-    imm, ro = e.recovery_summary("immediate"), e.recovery_summary("readout")
+    imm, ro = e.recovery_summary(IMMEDIATE), e.recovery_summary(READOUT_ONLY)
     gains = _full_gain(e)
     gain = float(np.mean(gains)) if gains else math.nan
     rule = ("holds: mean recovery of the immediate rule and of readout-only < 20 % and full RTRL's gain "
@@ -168,20 +153,20 @@ def t0(v):
                        f"immediate {fmt(imm)}; readout {fmt(ro)}; full_gain {gain:.2f}",
                        [f"readout only: {fmt(ro)}", f"full RTRL's gain per seed: {', '.join(f'{g:.2f}' for g in gains)}",
                         f"the immediate rule's gradient alignment with full RTRL, windows 1/10/100 (the floor "
-                        f"every rule shares): {_cos(e, 'immediate')}"],
+                        f"every rule shares): {_cos(e, IMMEDIATE)}"],
                        extra={"readout_mean": ro.mean, "full_gain": gain})
 
 
 def t1(v):
     cid, claim, paper = "T1", "recovery vs k at n = 64 (C1's k = 4, C4's step at k = 0 → 1), transport regime", "84 ± 6 % at k=4; 0 → high"
     e = v.get("credit_n64")
-    if e is None or not e.complete("frozen", "full", "immediate", "sparse k=4"):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, IMMEDIATE, K4):
         return missing(cid, claim, paper, v, ("credit_n64",))
-    ks = [k for k in SWEEP_K if e.complete(f"sparse k={k}")]
-    rows = {0: e.recovery_summary("immediate"), **{k: e.recovery_summary(f"sparse k={k}") for k in ks}}
+    ks = [k for k in SWEEP_K if e.complete(sparse(k))]
+    rows = {0: e.recovery_summary(IMMEDIATE), **{k: e.recovery_summary(sparse(k)) for k in ks}}
     s = rows[4]
     step = rows[0].n_scored and rows[0].mean < 25 and all(r.mean >= 60 for k, r in rows.items() if k >= 1)
-    details = [f"k = {k}: {fmt(r)}; {_cos(e, 'immediate' if k == 0 else f'sparse k={k}')}" for k, r in rows.items()]
+    details = [f"k = {k}: {fmt(r)}; {_cos(e, IMMEDIATE if k == 0 else sparse(k))}" for k, r in rows.items()]
     details.append(f"k = N = {e.config.hidden_size} (full RTRL): 100 % by definition")
     details.append(f"C4's step rule here (k = 0 < 25 % and every k ≥ 1 ≥ 60 %): {'holds' if step else 'does not hold'}")
     measured = ", ".join(f"k={k}: {r.mean:.0f}" for k, r in rows.items()) + " %"
@@ -192,17 +177,17 @@ def t1(v):
 def t2(v):
     cid, claim, paper = "T2", "selection at k = 4 in the transport regime (C3 here)", "all similar"
     e = v.get("credit_n64")
-    labels = ("sparse k=4", *(m.label for m in SELECTION))
-    if e is None or not e.complete("frozen", "full", *labels):
+    methods = (K4, *SELECTION)
+    if e is None or not e.complete(FROZEN_MODEL, FULL, *methods):
         return missing(cid, claim, paper, v, ("credit_n64",))
-    sums = {l: e.recovery_summary(l) for l in labels}
-    means = [s.mean for s in sums.values()]
+    sums = [e.recovery_summary(m) for m in methods]
+    means = [s.mean for s in sums]
     spread, verdict = spread_verdict(means)
     rule = "inconclusive: random k = 4 recovers < 20 % (nothing to choose between); else C3's rule, " + SPREAD_RULE
-    base = sums["sparse k=4"]
+    base = sums[0]
     if not base.n_scored or base.mean < 20:
         verdict = "inconclusive"
-    details = [f"{'random' if l == 'sparse k=4' else l}: {fmt(s)}; {_cos(e, l)}" for l, s in sums.items()]
+    details = [f"{'random' if m is K4 else m.label}: {fmt(s)}; {_cos(e, m)}" for m, s in zip(methods, sums)]
     return ClaimResult(cid, claim, paper, verdict, rule, base,
                        f"spread {spread:.1f} points (" + ", ".join(f"{m:.0f}" for m in means) + " %)", details)
 
@@ -214,11 +199,11 @@ def t3(v):
         e = v.get(name)
         if e is None:
             continue  # not in this profile (n = 256: paper only) or not requested
-        if not e.complete("frozen", "full", "sparse k=4", f"sparse k={k6(n)}"):
-            return missing(cid, claim, paper, why=f"not yet measured ({name} unfinished)")
         k = k6(n)
-        r6 = e.recovery_summary(f"sparse k={k}") if e.complete(f"sparse k={k}") else None
-        rows.append((n, e.recovery_summary("sparse k=4"), k, r6, _full_gain(e)))
+        if not e.complete(FROZEN_MODEL, FULL, K4, sparse(k)):
+            return missing(cid, claim, paper, why=f"not yet measured ({name} unfinished)")
+        r6 = e.recovery_summary(sparse(k)) if e.complete(sparse(k)) else None
+        rows.append((n, e.recovery_summary(K4), k, r6, _full_gain(e)))
     if len(rows) < 2:
         return missing(cid, claim, paper, v, ("credit_n32", "credit_n64", "credit_n128"))
     rule = ("reproduced: every n's mean recovery of k = 4 lies in 72–90 %; partly: every n's mean ≥ 60 %; "
@@ -239,9 +224,9 @@ def t4(v):
         e = v.get(name)
         if e is None:
             return missing(cid, claim, paper, v, ("credit_lstm", "credit_gru"))
-        if not e.complete("frozen", "full", "sparse k=4", "immediate"):
+        if not e.complete(FROZEN_MODEL, FULL, K4, IMMEDIATE):
             return missing(cid, claim, paper, why=f"not yet measured ({name} unfinished)")
-        out.append((cell, e.recovery_summary("sparse k=4"), e.recovery_summary("immediate"), _full_gain(e), e))
+        out.append((cell, e.recovery_summary(K4), e.recovery_summary(IMMEDIATE), _full_gain(e), e))
     rule = ("reproduced: for each cell, mean recovery ≥ 90 % or its 95 % CI reaches 100 %; partly: each ≥ 70 %; "
             "not reproduced: otherwise; inconclusive where full RTRL gains < 0.2 (it did not learn the lag)")
     done = out
@@ -255,7 +240,7 @@ def t4(v):
         verdict = "partly"
     else:
         verdict = "not reproduced"
-    details = [f"{cell}: k = 4 {fmt(s)}, immediate {fmt(i)}, full_gain {np.mean(g or [math.nan]):.2f}; {_cos(e, 'sparse k=4')}"
+    details = [f"{cell}: k = 4 {fmt(s)}, immediate {fmt(i)}, full_gain {np.mean(g or [math.nan]):.2f}; {_cos(e, K4)}"
                for cell, s, i, g, e in done]
     measured = ", ".join(f"{cell} {s.mean:.0f} %" for cell, s, *_ in done)
     if unjudged:
@@ -270,57 +255,59 @@ def t5(v):
     for opt in ("adam", "sgd"):
         e = v.get(f"credit_{opt}")
         for dtype in ("float32", "float64"):
-            for rule in ("immediate", "sparse k=4"):
-                label = f"{rule} {dtype}"
-                if e is not None and e.complete("frozen", f"full {dtype}", label):
-                    rows[(opt, dtype, rule)] = e.recovery_summary(label, full=f"full {dtype}")
+            full = in_dtype(FULL, dtype)
+            for base in PRECISION:
+                method = in_dtype(base, dtype)
+                if e is not None and e.complete(FROZEN_MODEL, full, method):
+                    rows[(opt, dtype, base.label)] = e.recovery_summary(method, full=full)
     if len(rows) < 8:
         return missing(cid, claim, paper, v, ("credit_adam", "credit_sgd"))
     rule = ("C12's half: reproduced if immediate with Adam in float64 recovers ≥ 80 % (where T0 holds, the "
             "immediate rule recovers ≈ 0 % by construction, so this half tests whether the follow-up's claim "
             "survives a shift that needs transport); C11's half: SGD k = 4 by the numeric rule against 92 ± 1; "
             "verdict: reproduced when both hold, partly when one does, not reproduced otherwise")
-    c12 = rows[("adam", "float64", "immediate")].mean >= 80
-    c11 = numeric_verdict(rows[("sgd", "float32", "sparse k=4")], *C11_RECOVERY) == "reproduced"
+    zero, four = (m.label for m in PRECISION)
+    c12 = rows[("adam", "float64", zero)].mean >= 80
+    c11 = numeric_verdict(rows[("sgd", "float32", four)], *C11_RECOVERY) == "reproduced"
     verdict = "reproduced" if c11 and c12 else "partly" if c11 or c12 else "not reproduced"
     details = [f"{r} · {o} · {d}: {fmt(s)}" for (o, d, r), s in rows.items()]
-    key = rows[("sgd", "float32", "sparse k=4")]
-    measured = (f"SGD k=4: {key.mean:.0f} %; Adam f64 k=0: {rows[('adam', 'float64', 'immediate')].mean:.0f} %; "
-                f"Adam f64 k=4: {rows[('adam', 'float64', 'sparse k=4')].mean:.0f} %")
+    key = rows[("sgd", "float32", four)]
+    measured = (f"SGD k=4: {key.mean:.0f} %; Adam f64 k=0: {rows[('adam', 'float64', zero)].mean:.0f} %; "
+                f"Adam f64 k=4: {rows[('adam', 'float64', four)].mean:.0f} %")
     return ClaimResult(cid, claim, paper, verdict, rule, key, measured, details)
 
 
 def t6(v):
     cid, claim, paper = "T6", "the field in the transport regime: UORO, KF-RTRL, SnAp-1, trace, TBPTT around the lag", "—"
     e = v.get("credit_n64")
-    labels = [m.label for m in FIELD]
-    if e is None or not e.complete("frozen", "full", *labels):
+    if e is None or not e.complete(FROZEN_MODEL, FULL, *FIELD):
         return missing(cid, claim, paper, v, ("credit_n64",))
     rule = ("measured, no paper figure; TBPTT's window T reaches x_{t−d} from T = d + 1 = "
             f"{LAG + 1} on, so T = {WINDOWS[0]} is expected near 0 and T ≥ {WINDOWS[1]} high")
-    sums = {l: e.recovery_summary(l) for l in labels}
-    details = [f"{l}: {fmt(s)}; {_cos(e, l)}" for l, s in sums.items()]
-    return ClaimResult(cid, claim, paper, "measured", rule, sums[f"tbptt T={WINDOWS[1]}"],
-                       ", ".join(f"{l} {s.mean:.0f}" for l, s in sums.items()) + " %", details)
+    sums = [e.recovery_summary(m) for m in FIELD]
+    details = [f"{m.label}: {fmt(s)}; {_cos(e, m)}" for m, s in zip(FIELD, sums)]
+    at_lag = e.recovery_summary(tbptt(WINDOWS[1]))
+    return ClaimResult(cid, claim, paper, "measured", rule, at_lag,
+                       ", ".join(f"{m.label} {s.mean:.0f}" for m, s in zip(FIELD, sums)) + " %", details)
 
 
 def t7(v):
     cid, claim, paper = "T7", "recovery vs the lag d: k = 0, k = 4, full RTRL, TBPTT(16)", "—"
     rows = []
     for name, e in sorted(((n, e) for n, e in v.items() if n.startswith("credit_lag")), key=lambda p: int(p[0][10:])):
-        if not e.complete("frozen", "full", "immediate", "sparse k=4", "tbptt T=16"):
+        if not e.complete(*LAG_READ):
             return missing(cid, claim, paper, why=f"not yet measured ({name} unfinished)")
         rows.append((int(name[10:]), e))
     if len(rows) < 2:
         return missing(cid, claim, paper, v, ("credit_lag2", "credit_lag5"))
     rule = ("measured, no paper figure: per lag, the recovery of k = 0, k = 4 and TBPTT(16) against full RTRL, and "
             "full RTRL's gain 1 − L_full/L_frozen (where full RTRL gains < 5 %, recovery is undefined)")
-    details = [f"d = {d}: full_gain {np.mean(_full_gain(e) or [math.nan]):.2f}; k=0 {fmt(e.recovery_summary('immediate'))}; "
-               f"k=4 {fmt(e.recovery_summary('sparse k=4'))}; tbptt T=16 {fmt(e.recovery_summary('tbptt T=16'))}"
+    details = [f"d = {d}: full_gain {np.mean(_full_gain(e) or [math.nan]):.2f}; k=0 {fmt(e.recovery_summary(IMMEDIATE))}; "
+               f"k=4 {fmt(e.recovery_summary(K4))}; {LAG_TBPTT.label} {fmt(e.recovery_summary(LAG_TBPTT))}"
                for d, e in rows]
     measured = "; ".join(f"d={d}: gain {np.mean(_full_gain(e) or [math.nan]):.2f}, k=4 "
-                         f"{e.recovery_summary('sparse k=4').mean:.0f} %" for d, e in rows)
-    return ClaimResult(cid, claim, paper, "measured", rule, rows[0][1].recovery_summary("sparse k=4"), measured, details)
+                         f"{e.recovery_summary(K4).mean:.0f} %" for d, e in rows)
+    return ClaimResult(cid, claim, paper, "measured", rule, rows[0][1].recovery_summary(K4), measured, details)
 
 
 CLAIMS = (t0, t1, t2, t3, t4, t5, t6, t7)
@@ -338,13 +325,13 @@ def cost_table(e: ExperimentView) -> list[tuple[str, float, float, float, float]
     for every method with a recovery and a timing: the practical answer, which rule at which cost."""
     out = []
     for m in e.config.methods:
-        if m.rule in (FROZEN, READOUT) or not e.complete(m.label):
+        if m.rule in (FROZEN, READOUT) or not e.complete(m):
             continue
-        rec, _ = mean_std(e.recoveries(m.label))
-        ms = [1e3 * r["alignment"]["seconds_per_step"] for r in e.runs[m.label].values()
+        rec, _ = mean_std(e.recoveries(m))
+        ms = [1e3 * r["alignment"]["seconds_per_step"] for r in e.runs_of(m).values()
               if r.get("alignment") and r["alignment"].get("seconds_per_step")]
         if ms:
-            out.append((m.label, rec, _alignment(e, m.label), float(np.median(ms)), float(np.std(ms))))
+            out.append((m.label, rec, _alignment(e, m), float(np.median(ms)), float(np.std(ms))))
     return out
 
 
@@ -355,7 +342,7 @@ def _cost_figure(e: ExperimentView, path: Path) -> str | None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.6))
     for label, rec, cos, ms, _ in rows:
-        ax.scatter(ms, rec, s=28, color="tab:red" if label == "full" else "tab:blue")
+        ax.scatter(ms, rec, s=28, color="tab:red" if label == FULL.label else "tab:blue")
         ax.annotate(label.replace("sparse ", ""), (ms, rec), fontsize=6.5, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.axhline(0, color="k", lw=0.7)
@@ -367,17 +354,17 @@ def _cost_figure(e: ExperimentView, path: Path) -> str | None:
 
 
 def _recovery_vs_k_figure(e: ExperimentView, path: Path) -> str | None:
-    ks = [k for k in SWEEP_K if e.complete(f"sparse k={k}")]
-    if not ks or not e.complete("frozen", "full", "immediate"):
+    ks = [k for k in SWEEP_K if e.complete(sparse(k))]
+    if not ks or not e.complete(FROZEN_MODEL, FULL, IMMEDIATE):
         return None
     n = e.config.hidden_size
-    labels = ["immediate", *(f"sparse k={k}" for k in ks)]
+    methods = [IMMEDIATE, *(sparse(k) for k in ks)]
     xs = [0, *ks]
-    recs = [mean_std(e.recoveries(l)) for l in labels]
+    recs = [mean_std(e.recoveries(m)) for m in methods]
     plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.6))
     ax.errorbar(xs + [n], [m for m, _ in recs] + [100], yerr=[s for _, s in recs] + [0], marker="o", capsize=3)
-    ro, _ = mean_std(e.recoveries("readout")) if e.complete("readout") else (math.nan, 0)
+    ro, _ = mean_std(e.recoveries(READOUT_ONLY)) if e.complete(READOUT_ONLY) else (math.nan, 0)
     ax.axhline(ro, color="tab:gray", ls=":", lw=1, label=f"readout only: {ro:.0f} %")
     ax.axhline(C1_RECOVERY[0], color="tab:red", ls="--", lw=1, label=f"paper, k=4 (sine task): {C1_RECOVERY[0]:g} %")
     for a in (ax, bx):
@@ -387,7 +374,7 @@ def _recovery_vs_k_figure(e: ExperimentView, path: Path) -> str | None:
     ax.set_ylabel("recovery vs full RTRL (%)")
     ax.legend(fontsize=7)
     for w, style in ((1, "o-"), (10, "s--"), (100, "^:")):
-        bx.plot(xs + [n], [_alignment(e, l, f"cos@{w}") for l in labels] + [1.0], style, label=f"window {w}")
+        bx.plot(xs + [n], [_alignment(e, m, f"cos@{w}") for m in methods] + [1.0], style, label=f"window {w}")
     bx.set_ylabel("cosine to full RTRL's gradient")
     bx.legend(fontsize=7)
     fig.suptitle(f"Transport regime (lag_shift, d = {LAG}), vanilla n = {n}")
@@ -396,14 +383,14 @@ def _recovery_vs_k_figure(e: ExperimentView, path: Path) -> str | None:
 
 def _lag_figure(v: dict[str, ExperimentView], path: Path) -> str | None:
     rows = sorted((int(n[10:]), e) for n, e in v.items() if n.startswith("credit_lag")
-                  and e.complete("frozen", "full", "immediate", "sparse k=4", "tbptt T=16"))
+                  and e.complete(*LAG_READ))
     if len(rows) < 2:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ds = [d for d, _ in rows]
-    for label, name in (("immediate", "k = 0"), ("sparse k=4", "k = 4"), ("tbptt T=16", "TBPTT(16)")):
-        stats = [mean_std(e.recoveries(label)) for _, e in rows]
+    for method, name in ((IMMEDIATE, "k = 0"), (K4, "k = 4"), (LAG_TBPTT, "TBPTT(16)")):
+        stats = [mean_std(e.recoveries(method)) for _, e in rows]
         ax.errorbar(ds, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=name)
     ax.plot(ds, [100 * np.mean(_full_gain(e) or [math.nan]) for _, e in rows], "k--", label="full RTRL: gain × 100")
     ax.set_xlabel("lag d of the new term")

@@ -10,18 +10,20 @@ import numpy as np
 from .plotting import mean_std as _mean_std
 from .plotting import pyplot as _plt
 from .plotting import save as _save
+from .config import Method
+from .methods import FROZEN_MODEL, FULL, IMMEDIATE, SWEEP_K, sparse
 from .paper import C1_RECOVERY, C2_RECOVERY
 from .views import ExperimentView
 
 
 def recovery_vs_k(e: ExperimentView, path: Path) -> str | None:
-    ks = [k for k in (1, 2, 4, 8, 16, 32) if e.complete(f"sparse k={k}")]
-    if not ks or not e.complete("frozen", "full", "immediate"):
+    ks = [k for k in SWEEP_K if e.complete(sparse(k))]
+    if not ks or not e.complete(FROZEN_MODEL, FULL, IMMEDIATE):
         return None
     n = e.config.hidden_size
-    xs, ys, es = [0], *[[v] for v in _mean_std(e.recoveries("immediate"))]
+    xs, ys, es = [0], *[[v] for v in _mean_std(e.recoveries(IMMEDIATE))]
     for k in ks:
-        m, s = _mean_std(e.recoveries(f"sparse k={k}"))
+        m, s = _mean_std(e.recoveries(sparse(k)))
         xs.append(k), ys.append(m), es.append(s)
     xs.append(n), ys.append(100.0), es.append(0.0)
     plt = _plt()
@@ -56,15 +58,15 @@ def recovery_vs_n(rows: list[tuple[int, list]], path: Path) -> str | None:
     return _save(fig, path)
 
 
-def recovery_bars(e: ExperimentView, labels: list[str], path: Path, title: str) -> str | None:
-    labels = [l for l in labels if e.complete(l)]
-    if not labels or not e.complete("frozen", "full"):
+def recovery_bars(e: ExperimentView, methods: list[Method], path: Path, title: str) -> str | None:
+    methods = [m for m in methods if e.complete(m)]
+    if not methods or not e.complete(FROZEN_MODEL, FULL):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(labels) + 1.2))
-    stats = [_mean_std(e.recoveries(l)) for l in labels]
-    ax.barh(range(len(labels)), [m for m, _ in stats], xerr=[s for _, s in stats], capsize=3, color="tab:blue")
-    ax.set_yticks(range(len(labels)), labels)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(methods) + 1.2))
+    stats = [_mean_std(e.recoveries(m)) for m in methods]
+    ax.barh(range(len(methods)), [m for m, _ in stats], xerr=[s for _, s in stats], capsize=3, color="tab:blue")
+    ax.set_yticks(range(len(methods)), [m.label for m in methods])
     ax.invert_yaxis()
     ax.axvline(100, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.8)
@@ -73,21 +75,22 @@ def recovery_bars(e: ExperimentView, labels: list[str], path: Path, title: str) 
     return _save(fig, path)
 
 
-def curves(e: ExperimentView, labels: list[str], path: Path) -> str | None:
-    labels = [l for l in labels if e.complete(l)]
-    if not labels:
+def curves(e: ExperimentView, methods: list[Method], path: Path) -> str | None:
+    methods = [m for m in methods if e.complete(m)]
+    if not methods:
         return None
     cfg = e.config
     T = cfg.pre_shift_steps + cfg.adapt_steps
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for label in labels:
-        c = np.array([[np.nan if v is None else v for v in e.runs[label][s]["curve"]] for s in e.seeds()], dtype=float)
+    for method in methods:
+        runs = e.runs_of(method)
+        c = np.array([[np.nan if v is None else v for v in runs[s]["curve"]] for s in e.seeds()], dtype=float)
         c = np.where(np.isfinite(c), c, np.nan)
         counts = np.isfinite(c).sum(axis=0)
         mean = np.where(counts > 0, np.nansum(c, axis=0) / np.maximum(counts, 1), np.nan)
         x = (np.arange(c.shape[1]) + 0.5) * T / c.shape[1] - cfg.pre_shift_steps
-        ax.plot(x, mean, label=label, lw=1.2)
+        ax.plot(x, mean, label=method.label, lw=1.2)
     ax.axvline(0, color="k", ls=":", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("step relative to the shift")
@@ -98,9 +101,9 @@ def curves(e: ExperimentView, labels: list[str], path: Path) -> str | None:
 
 
 def condition_histogram(e: ExperimentView, path: Path) -> str | None:
-    if not e.complete("full"):
+    if not e.complete(FULL):
         return None
-    c = np.concatenate([np.asarray(e.runs["full"][s]["condition_numbers"], dtype=float) for s in e.seeds()])
+    c = np.concatenate([np.asarray(e.runs_of(FULL)[s]["condition_numbers"], dtype=float) for s in e.seeds()])
     if c.size == 0:
         return None
     plt = _plt()
@@ -114,20 +117,20 @@ def condition_histogram(e: ExperimentView, path: Path) -> str | None:
     return _save(fig, path)
 
 
-def loss_spread(e: ExperimentView, labels: list[str], path: Path) -> str | None:
-    labels = [l for l in labels if e.complete(l)]
-    if not labels:
+def loss_spread(e: ExperimentView, methods: list[Method], path: Path) -> str | None:
+    methods = [m for m in methods if e.complete(m)]
+    if not methods:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    for i, label in enumerate(labels):
-        L = np.asarray(e.L(label), dtype=float)
+    for i, method in enumerate(methods):
+        L = np.asarray(e.L(method), dtype=float)
         finite = np.isfinite(L)
         ax.scatter(np.full(finite.sum(), i), L[finite], color="tab:blue", zorder=3)
         if (~finite).any():
             ax.scatter([i], [np.nanmax(np.where(finite, L, np.nan)) if finite.any() else 1.0], marker="x",
                        color="tab:red", s=60, label="diverged" if i == 0 else None)
-    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_xticks(range(len(methods)), [m.label for m in methods], rotation=20)
     ax.set_yscale("log")
     ax.set_ylabel("L over the adaptation window")
     ax.set_title("Lorenz: loss per seed and method")

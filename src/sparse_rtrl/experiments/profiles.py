@@ -8,34 +8,9 @@ named in its ``lr_rule`` (see ``selection.py``); evaluation seeds are never tune
 from __future__ import annotations
 
 from . import bci, credit, transformer_c8
-from .config import FROZEN, READOUT, Experiment, Method
-
-M = Method
-
-
-def sparse(k: int, label: str | None = None, **options) -> Method:
-    return M(label or f"sparse k={k}", "sparse", {"k": k, **options})
-
-
-REFERENCES = (M("frozen", FROZEN), M("readout", READOUT), M("immediate", "immediate"))
-FULL = M("full", "full")
-
-#: C1, C3, C4, C5 and the baselines: vanilla RNN on the sine frequency shift
-SWEEP_K = (1, 2, 4, 8, 16, 32)
-SELECTION = (
-    sparse(4, "sparse k=4 magnitude", selection="magnitude"),
-    sparse(4, "sparse k=4 adversarial", selection="adversarial"),
-    sparse(4, "sparse k=4 column", granularity="column"),
-    sparse(4, "sparse k=4 fixed mask", resample_every=0),
-    sparse(4, "sparse k=4 rescaled", rescale=True),
-)
-BASELINES = (
-    M("trace 0.9", "trace", {"decay": 0.9}),
-    M("snap1", "snap1"),
-    M("uoro", "uoro"),
-    M("kf", "kf"),
-    M("tbptt T=8", "tbptt", {"window": 8}),
-)
+from .claims import BASELINES, FOLLOWUP, SELECTION
+from .config import Experiment, Method
+from .methods import FROZEN_MODEL, FULL, IMMEDIATE, K4, REFERENCES, SWEEP_K, in_dtype, sparse
 
 SGD_GRID = (0.01, 0.03, 0.1, 0.3)
 ADAM_GRID = (3e-4, 1e-3, 3e-3)
@@ -44,13 +19,9 @@ RMSPROP_GRID = (1e-4, 3e-4, 1e-3)
 
 def _followup_methods() -> tuple[Method, ...]:
     """C12: the immediate rule and a λ = 0.95 trace against full RTRL, float32 and float64."""
-    out = [M("frozen", FROZEN)]
+    out = [FROZEN_MODEL]
     for dtype in ("float32", "float64"):
-        out += [
-            M(f"full {dtype}", "full", dtype=dtype),
-            M(f"immediate {dtype}", "immediate", dtype=dtype),
-            M(f"trace 0.95 {dtype}", "trace", {"decay": 0.95}, dtype=dtype),
-        ]
+        out += [in_dtype(m, dtype) for m in (FULL, *FOLLOWUP)]
     return tuple(out)
 
 
@@ -89,32 +60,32 @@ def experiments(profile: str, data_dir=None, session_files=None, bin_size=None) 
     for n in sizes[1:]:
         out.append(Experiment(
             name=f"sine_vanilla_n{n}", claims=("C2",),
-            methods=(M("frozen", FROZEN), M("immediate", "immediate"), sparse(4), FULL),
+            methods=(FROZEN_MODEL, IMMEDIATE, K4, FULL),
             **{**sine, "hidden_size": n}, **common,
         ))
     out.append(Experiment(
         name="lorenz_vanilla", claims=("C6",), task="lorenz", task_options={}, cell="vanilla",
-        hidden_size=64, methods=(*REFERENCES, sparse(4), FULL), **common,
+        hidden_size=64, methods=(*REFERENCES, K4, FULL), **common,
     ))
     out.append(Experiment(
         name="sine_lstm", claims=("C7",), task="sine", task_options={}, cell="lstm", hidden_size=32,
-        methods=(*REFERENCES, sparse(4), FULL), **common,
+        methods=(*REFERENCES, K4, FULL), **common,
     ))
     # length 10: a vanilla RNN learns the adding problem offline in 1500 updates (L = 20 does
     # not get below predicting the mean), so the shift of the rule is visible to the frozen model
     out.append(Experiment(
         name="adding_vanilla", claims=("C10",), task="adding", task_options={"length": 10}, cell="vanilla",
-        hidden_size=64, methods=(*REFERENCES, sparse(4), FULL),
+        hidden_size=64, methods=(*REFERENCES, K4, FULL),
         **{**common, "pretrain_updates": 1500, "pretrain_batch": 32},
     ))
     out.append(Experiment(
-        name="sine_vanilla_sgd", claims=("C11",), methods=(*REFERENCES, sparse(4), FULL),
+        name="sine_vanilla_sgd", claims=("C11",), methods=(*REFERENCES, K4, FULL),
         optimizer="sgd", **sine, **{**common, "lr_grid": SGD_GRID},
     ))
     for optimizer, grid in (("adam", ADAM_GRID), ("sgd", SGD_GRID), ("rmsprop", RMSPROP_GRID)):
         out.append(Experiment(
             name=f"followup_{optimizer}", claims=("C12",), methods=_followup_methods(),
-            optimizer=optimizer, lr_reference="full float32", **sine, **{**common, "lr_grid": grid},
+            optimizer=optimizer, lr_reference=in_dtype(FULL, "float32").label, **sine, **{**common, "lr_grid": grid},
         ))
     return (out + transformer_c8.experiments(profile) + bci.experiments(profile, data_dir, session_files, bin_size)
             + credit.experiments(profile))

@@ -10,6 +10,7 @@ from pathlib import Path
 from .._json import json_safe
 from ..tasks import make_task
 from .families import FAMILIES, evaluate_claims
+from .methods import FROZEN_MODEL, IMMEDIATE, READOUT_ONLY
 from .metrics import coefficient_of_variation, summarize
 from .results import load_results, read_json
 from .views import NOT_REQUESTED, NUMERIC_RULE, ExperimentView, Request, fmt
@@ -26,25 +27,25 @@ def _method_table(e: ExperimentView) -> list[str]:
     """Per method: L, L_end, recovery against frozen, immediate and readout-only (the gain that
     needs learning inside the recurrence: R_ro = 100·(L_readout − L_m)/(L_readout − L_full)),
     CV and divergences."""
-    refs = [r for r in ("immediate", "readout") if e.has(r)]
-    lines = ["| method | L (mean ± std) | L_end | recovery vs frozen | "
-             + "".join(f"recovery vs {r} | " for r in refs) + "CV(L) | diverged |",
+    refs = [r for r in (IMMEDIATE, READOUT_ONLY) if e.has(r)]
+    lines = [f"| method | L (mean ± std) | L_end | recovery vs {FROZEN_MODEL.label} | "
+             + "".join(f"recovery vs {r.label} | " for r in refs) + "CV(L) | diverged |",
              "|---|---|---|---|" + "---|" * len(refs) + "---|---|"]
     full_for = {}
     for m in e.config.methods:
         if m.rule == "full":
-            full_for[m.dtype] = m.label
+            full_for[m.dtype] = m
     for m in e.config.methods:
-        if not e.has(m.label):
+        if not e.has(m):
             lines.append(f"| {m.label} | not run | | |" + " |" * len(refs) + " | |")
             continue
-        L = summarize(e.L(m.label), e.diverged(m.label))
-        L_end = summarize(e.L(m.label, "L_end"), e.diverged(m.label))
+        L = summarize(e.L(m), e.diverged(m))
+        L_end = summarize(e.L(m, "L_end"), e.diverged(m))
         full = full_for.get(m.dtype, full_for.get(None))
         recs = ["—"] * (1 + len(refs))
-        if full and e.has(full) and e.has("frozen"):
-            recs = [fmt(e.recovery_summary(m.label, reference=r, full=full)) for r in ("frozen", *refs)]
-        cv = coefficient_of_variation(e.L(m.label))
+        if full and e.has(full) and e.has(FROZEN_MODEL):
+            recs = [fmt(e.recovery_summary(m, reference=r, full=full)) for r in (FROZEN_MODEL, *refs)]
+        cv = coefficient_of_variation(e.L(m))
         lines.append(
             f"| {m.label} | {_num(L.mean)} ± {_num(L.std, 2)} | {_num(L_end.mean)} | {' | '.join(recs)} | "
             f"{'—' if math.isnan(cv) else f'{100 * cv:.1f} %'} | {L.n_diverged}/{L.n_seeds} |"
@@ -89,9 +90,10 @@ def _experiment_section(name: str, entry: dict, e: ExperimentView) -> list[str]:
                            for s, v in sorted(snaps.items()))
         lines.append(f"Pretraining final loss: {finals}.")
         lines.append("")
-    if e.has("frozen"):
-        pre = summarize([e.runs["frozen"][s]["L_pre_shift"] for s in e.seeds() if s in e.runs["frozen"]])
-        post = summarize(e.L("frozen"))
+    if e.has(FROZEN_MODEL):
+        frozen = e.runs_of(FROZEN_MODEL)
+        pre = summarize([frozen[s]["L_pre_shift"] for s in e.seeds() if s in frozen])
+        post = summarize(e.L(FROZEN_MODEL))
         lines.append(f"The shift matters: the frozen model's loss is {_num(pre.mean)} before the shift and "
                      f"{_num(post.mean)} after it ({_num(post.mean / pre.mean, 3)}×).")
         lines.append("")

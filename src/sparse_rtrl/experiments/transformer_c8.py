@@ -45,6 +45,7 @@ from ..tasks import make_task
 from ..transformer import CausalTransformer, OnlineTransformer, head_profile, heads_kept
 from .views import ClaimResult, ExperimentView, Request, counting_divergence, fmt, not_requested
 from .config import FROZEN, READOUT, Experiment, Method
+from .methods import FROZEN_MODEL, IMMEDIATE, READOUT_ONLY
 from ..evaluate import prequential
 from .models import build_model, derived_seed
 from .protocol import DTYPES, OPTIMIZERS, run_result
@@ -84,18 +85,22 @@ def heads(fraction: float, selection: str = "random", **options) -> Method:
     return Method(label, "heads", {"fraction": fraction, "selection": selection, **options})
 
 
+#: the dense reference: every head carries gradient to the past (fraction 1, rule "full")
+DENSE = Method("dense", "full")
+
+
 def methods(selections: tuple[str, ...] = ("fixed",)) -> tuple[Method, ...]:
     """frozen, readout, fraction 0 ("immediate"), 1/4, 1/3, 1/2 (random per step), the
     extra ``selections`` at 1/2, and the dense reference (fraction 1, rule "full")."""
     return (
-        Method("frozen", FROZEN),
-        Method("readout", READOUT),
-        Method("immediate", "immediate"),
+        FROZEN_MODEL,
+        READOUT_ONLY,
+        IMMEDIATE,
         heads(1 / 4),
         heads(1 / 3),
         heads(1 / 2),
         *(heads(1 / 2, s) for s in selections),
-        Method("dense", "full"),
+        DENSE,
     )
 
 
@@ -126,7 +131,7 @@ def experiments(profile: str) -> list[Experiment]:
         optimizer="adam",
         lr_grid=(1e-4, 3e-4) if quick else (1e-4, 3e-4, 1e-3),
         lr_rule="best_stable",
-        lr_reference="dense",
+        lr_reference=DENSE.label,
         validation_seeds=(100, 101) if quick else (100, 101, 102),
         seeds=(0, 1, 2) if quick else (0, 1, 2, 3, 4),
         diagnostics=("head_profile",),
@@ -334,22 +339,22 @@ def _c8_views(views: dict[str, ExperimentView]) -> list[tuple[str, ExperimentVie
     return [(name, e) for name, e in views.items() if "C8" in e.config.claims]
 
 
-def _label(e: ExperimentView, fraction: float, selection: str = "random") -> str | None:
-    """The label of the method with this head fraction and selection (first match)."""
+def _method(e: ExperimentView, fraction: float, selection: str = "random") -> Method | None:
+    """The experiment's method with this head fraction and selection (first match)."""
     for m in e.config.methods:
         f = method_fraction(m)
         if f is None or abs(f - fraction) > 1e-9:
             continue
         if fraction in (0.0, 1.0) or head_options(m)["selection"] == selection:
-            return m.label
+            return m
     return None
 
 
-def _profiles(e: ExperimentView, label: str, checkpoint: float) -> list[dict]:
-    """The head profile at ``checkpoint`` of each seed's run of ``label`` (seeds without one skipped)."""
+def _profiles(e: ExperimentView, method: Method, checkpoint: float) -> list[dict]:
+    """The head profile at ``checkpoint`` of each seed's run of ``method`` (seeds without one skipped)."""
     out = []
     for s in e.seeds():
-        run = e.runs.get(label, {}).get(s)
+        run = e.runs_of(method).get(s)
         for p in (run or {}).get("head_profiles", []):
             if p["checkpoint"] == checkpoint:
                 out.append(p)
@@ -392,8 +397,8 @@ def _spec_text(s: dict | None) -> str:
 
 
 def _claim_for(name: str, e: ExperimentView) -> ClaimResult:
-    dense, half, third = _label(e, 1.0), _label(e, 1 / 2), _label(e, 1 / 3)
-    if not (dense and half and third) or not e.complete("frozen", dense, half, third):
+    dense, half, third = _method(e, 1.0), _method(e, 1 / 2), _method(e, 1 / 3)
+    if not (dense and half and third) or not e.complete(FROZEN_MODEL, dense, half, third):
         return ClaimResult("C8", CLAIM, PAPER, "not yet measured", "not yet measured")
     r_half = e.recovery_summary(half, full=dense)
     r_third = e.recovery_summary(third, full=dense)
@@ -414,23 +419,23 @@ def _claim_for(name: str, e: ExperimentView) -> ClaimResult:
     details = [f"experiment `{name}`: {e.config.model_options.get('heads')} heads × "
                f"{e.config.model_options.get('blocks', 1)} block(s), d_model {e.config.hidden_size}, window "
                f"{e.config.model_options.get('window')}, task `{e.config.task}`, optimizer `{e.config.optimizer}`"]
-    zero = _label(e, 0.0)
+    zero = _method(e, 0.0)
     zero = zero if zero and e.complete(zero) else None
     # recovery relative to fraction 0 exists only where dense beats fraction 0 by > 5 % of its loss
     vs_zero = zero is not None and e.recovery_summary(half, reference=zero, full=dense).n_scored > 0
     for m in e.config.methods:
-        if m.label in ("frozen", dense) or not e.complete(m.label):
+        if m.label in (FROZEN_MODEL.label, dense.label) or not e.complete(m):
             continue
         f = method_fraction(m)
         what = "readout only" if f is None else f"fraction {f:.3g}"
-        line = f"{m.label} ({what}): R = {fmt(e.recovery_summary(m.label, full=dense))}"
-        if vs_zero and m.label != zero:
-            line += f"; relative to fraction 0: {fmt(e.recovery_summary(m.label, reference=zero, full=dense))}"
+        line = f"{m.label} ({what}): R = {fmt(e.recovery_summary(m, full=dense))}"
+        if vs_zero and m.label != zero.label:
+            line += f"; relative to fraction 0: {fmt(e.recovery_summary(m, reference=zero, full=dense))}"
         details.append(line)
     if zero is not None and not vs_zero:
         details.append("recovery relative to fraction 0 is undefined on every seed: dense does not beat "
                        "fraction 0 by more than 5 % of its loss")
-    curve = [(f, e.recovery_summary(l, full=dense).mean) for f, l in _fraction_points(e, dense)]
+    curve = [(f, e.recovery_summary(m, full=dense).mean) for f, m in _fraction_points(e)]
     if len(curve) > 2:
         steps = [b - a for (_, a), (_, b) in zip(curve, curve[1:])]
         shape = "rises monotonically" if all(d >= 0 for d in steps) else "is not monotone"
@@ -455,16 +460,17 @@ def claim(views: dict[str, ExperimentView]) -> ClaimResult | list[ClaimResult]:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def _fraction_points(e: ExperimentView, dense: str) -> list[tuple[float, str]]:
+def _fraction_points(e: ExperimentView) -> list[tuple[float, Method]]:
+    """(head fraction, method) of every completed method that picks its heads at random, by fraction."""
     pts = []
     for m in e.config.methods:
         f = method_fraction(m)
-        if f is None or not e.complete(m.label):
+        if f is None or not e.complete(m):
             continue
         if m.rule == "heads" and head_options(m)["selection"] != "random":
             continue
-        pts.append((f, m.label))
-    return sorted(pts)
+        pts.append((f, m))
+    return sorted(pts, key=lambda p: (p[0], p[1].label))
 
 
 def claims(views: dict[str, ExperimentView], request: Request | None = None) -> list[ClaimResult]:
@@ -479,8 +485,8 @@ def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, s
 
     out = []
     for name, e in _c8_views(views):
-        dense = _label(e, 1.0)
-        if not dense or not e.complete("frozen", dense):
+        dense = _method(e, 1.0)
+        if not dense or not e.complete(FROZEN_MODEL, dense):
             continue
         suffix = "" if name == "sine_transformer" else f"_{name}"
         f = _recovery_figure(e, dense, folder / f"c8_recovery_vs_fraction{suffix}.png")
@@ -489,23 +495,23 @@ def figures(views: dict[str, ExperimentView], folder: Path) -> list[tuple[str, s
         f = _specialisation_figure(e, dense, folder / f"c8_head_specialisation{suffix}.png")
         if f:
             out.append((f"C8: head specialisation ({name})", f"figures/{f}"))
-        labels = [l for l in ("frozen", "readout", _label(e, 0.0), _label(e, 1 / 3), _label(e, 1 / 2), dense) if l]
-        f = plots.curves(e, labels, folder / f"c8_curves{suffix}.png")
+        shown = [m for m in (FROZEN_MODEL, READOUT_ONLY, _method(e, 0.0), _method(e, 1 / 3), _method(e, 1 / 2), dense) if m]
+        f = plots.curves(e, shown, folder / f"c8_curves{suffix}.png")
         if f:
             out.append((f"C8: learning curves around the shift ({name})", f"figures/{f}"))
     return out
 
 
-def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
+def _recovery_figure(e: ExperimentView, dense: Method, path: Path) -> str | None:
     from .plotting import mean_std as _mean_std
     from .plotting import pyplot as _plt
     from .plotting import save as _save
 
-    pts = _fraction_points(e, dense)
+    pts = _fraction_points(e)
     if len(pts) < 2:
         return None
     xs = [f for f, _ in pts]
-    stats = [_mean_std(e.recoveries(l, full=dense)) for _, l in pts]
+    stats = [_mean_std(e.recoveries(m, full=dense)) for _, m in pts]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.axhspan(*BORDERLINE, color="tab:orange", alpha=0.15, label="'borderline' band (R(1/3))")
@@ -513,11 +519,11 @@ def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
     ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3,
                 label="random heads per step (mean ± std over seeds)")
     for m in e.config.methods:
-        if m.rule == "heads" and head_options(m)["selection"] != "random" and e.complete(m.label):
-            mean, std = _mean_std(e.recoveries(m.label, full=dense))
+        if m.rule == "heads" and head_options(m)["selection"] != "random" and e.complete(m):
+            mean, std = _mean_std(e.recoveries(m, full=dense))
             ax.errorbar([method_fraction(m)], [mean], yerr=[std], marker="s", capsize=3, ls="none", label=m.label)
-    if e.complete("readout"):
-        ax.axhline(_mean_std(e.recoveries("readout", full=dense))[0], color="tab:gray", ls=":", lw=1, label="readout only")
+    if e.complete(READOUT_ONLY):
+        ax.axhline(_mean_std(e.recoveries(READOUT_ONLY, full=dense))[0], color="tab:gray", ls=":", lw=1, label="readout only")
     ax.set_xticks(xs, [str(Fraction(x).limit_denominator(64)) for x in xs])
     ax.set_xlabel("share of heads carrying gradient to the past (1 = dense)")
     ax.set_ylabel("recovery vs dense (%)")
@@ -526,7 +532,7 @@ def _recovery_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
     return _save(fig, path)
 
 
-def _specialisation_figure(e: ExperimentView, dense: str, path: Path) -> str | None:
+def _specialisation_figure(e: ExperimentView, dense: Method, path: Path) -> str | None:
     """Per head, sorted by contribution within each seed and block: contribution share
     (c / Σ c) and normalised entropy, for the snapshot and after dense adaptation."""
     from .plotting import pyplot as _plt

@@ -1,12 +1,14 @@
 """The vocabulary every claim family shares: per-experiment views of the result files, a
 claim's result row, the verdict helpers and what the sweep was asked to run. A leaf: it
-imports nothing of the experiments but the metrics."""
+imports nothing of the experiments but the metrics and the methods."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+from .config import Method
+from .methods import FROZEN_MODEL, FULL
 from .metrics import Summary, recovery, summarize
 
 NUMERIC_RULE = (
@@ -63,39 +65,52 @@ class ClaimResult:
 
 
 class ExperimentView:
-    """Per-seed numbers of one experiment's evaluation runs."""
+    """Per-seed numbers of one experiment's evaluation runs. Every accessor takes the method
+    it reads as a ``Method`` (``methods.K4``, ``methods.sparse(k)``, one of ``config.methods``);
+    a label (str) is accepted at the edge, where it comes from a result file."""
 
     def __init__(self, entry: dict):
         self.entry = entry
         self.config = entry["config"]
+        #: label → seed → run record, as stored in the result files
         self.runs = entry["methods"]
         #: the methods whose numbers were read (by L, diverged, recoveries): what a claim row used
         self.read: set[str] = set()
 
-    def has(self, label: str) -> bool:
-        return bool(self.runs.get(label))
+    def label(self, method: Method | str) -> str:
+        """The label under which ``method``'s runs are stored (every accessor goes through it)."""
+        return method.label if isinstance(method, Method) else method
+
+    def runs_of(self, method: Method | str) -> dict:
+        """seed → run record of ``method`` (empty if it never ran); not counted as read."""
+        return self.runs.get(self.label(method), {})
+
+    def has(self, method: Method | str) -> bool:
+        return bool(self.runs_of(method))
 
     def seeds(self) -> list[int]:
         return list(self.config.seeds)
 
-    def L(self, label: str, key: str = "L") -> list[float]:
-        self.read.add(label)
-        runs = self.runs.get(label, {})
+    def L(self, method: Method | str, key: str = "L") -> list[float]:
+        self.read.add(self.label(method))
+        runs = self.runs_of(method)
         return [runs[s][key] if s in runs else math.nan for s in self.seeds()]
 
-    def diverged(self, label: str) -> list[bool]:
-        self.read.add(label)
-        runs = self.runs.get(label, {})
+    def diverged(self, method: Method | str) -> list[bool]:
+        self.read.add(self.label(method))
+        runs = self.runs_of(method)
         return [bool(runs[s]["diverged"]) if s in runs else False for s in self.seeds()]
 
-    def recoveries(self, label: str, reference: str = "frozen", full: str = "full") -> list[float | None]:
-        return [recovery(a, m, f) for a, m, f in zip(self.L(reference), self.L(label), self.L(full))]
+    def recoveries(self, method: Method | str, reference: Method | str = FROZEN_MODEL,
+                   full: Method | str = FULL) -> list[float | None]:
+        return [recovery(a, m, f) for a, m, f in zip(self.L(reference), self.L(method), self.L(full))]
 
-    def recovery_summary(self, label: str, reference: str = "frozen", full: str = "full") -> Summary:
-        return summarize(self.recoveries(label, reference, full), self.diverged(label))
+    def recovery_summary(self, method: Method | str, reference: Method | str = FROZEN_MODEL,
+                         full: Method | str = FULL) -> Summary:
+        return summarize(self.recoveries(method, reference, full), self.diverged(method))
 
-    def complete(self, *labels: str) -> bool:
-        return all(len(self.runs.get(l, {})) == len(self.seeds()) for l in labels)
+    def complete(self, *methods: Method | str) -> bool:
+        return all(len(self.runs_of(m)) == len(self.seeds()) for m in methods)
 
 
 def diverged_runs(views) -> dict[str, int]:
@@ -106,7 +121,7 @@ def diverged_runs(views) -> dict[str, int]:
     for e in views:
         for m in e.config.methods:
             if m.label in e.read:
-                runs = e.runs.get(m.label, {})
+                runs = e.runs_of(m)
                 key = m.label if len(views) == 1 else f"{e.config.name}: {m.label}"
                 out[key] = sum(bool(runs[s]["diverged"]) for s in e.seeds() if s in runs)
     return out
