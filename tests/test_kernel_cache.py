@@ -115,7 +115,7 @@ def test_numeric_path_names_the_code_that_computes():
     if _cpu_kernels.get() is None:
         assert kernels.numeric_path() == "torch"
     else:
-        assert kernels.numeric_path() == ("c-kernels(fma)" if {"avx2", "fma"} <= flags else "c-kernels")
+        assert kernels.numeric_path() == ("c-kernels(fma)" if {"avx2", "fma"} <= flags else "c-kernels") + " v2"
     assert kernels.numeric_path(torch.device("meta")) == "torch"  # not a CPU tensor
 
 

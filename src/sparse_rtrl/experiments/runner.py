@@ -4,7 +4,7 @@ rest on an executor and writes each result atomically, so an interrupted sweep r
 without losing finished runs.
 
 Every result file records its ``numerics``: the numeric path of the sparse products
-(``"c-kernels(fma)"``, ``"c-kernels"`` or ``"torch"``, see
+(``"c-kernels(fma) v2"``, ``"c-kernels v2"`` or ``"torch"``, see
 :func:`sparse_rtrl.transport.kernels.numeric_path`) and the torch version. A finished run
 counts as done only with the same key *and* the same numerics, so a resumed sweep never
 mixes two numeric paths silently: by default (``numerics_change="stop"``) :meth:`Sweep.run`

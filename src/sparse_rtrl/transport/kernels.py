@@ -58,8 +58,8 @@ DENSE_FRACTION = 0.25
 
 
 def numeric_path(device: torch.device | str = "cpu") -> str:
-    """Which code computes the sparse products on ``device``: ``"c-kernels(fma)"`` (the
-    compiled CPU kernels with fused multiply-adds), ``"c-kernels"`` (compiled, no FMA) or
+    """Which code computes the sparse products on ``device``: ``"c-kernels(fma) v2"`` (the
+    compiled CPU kernels with fused multiply-adds, version 2), ``"c-kernels v2"`` (no FMA) or
     ``"torch"`` (the pure-torch paths: other devices, no compiler, or
     ``SPARSE_RTRL_NO_EXTENSION``). The paths round differently, so results record it.
 
@@ -67,7 +67,13 @@ def numeric_path(device: torch.device | str = "cpu") -> str:
     """
     if torch.device(device).type != "cpu" or _cpu_kernels.get() is None:
         return "torch"
-    return "c-kernels(fma)" if _cpu_kernels.fma() else "c-kernels"
+    return ("c-kernels(fma)" if _cpu_kernels.fma() else "c-kernels") + KERNELS_VERSION
+
+
+#: bumped whenever the compiled kernels round differently: "" — the products only (up to
+#: 2026-12-01); " v2" — g = δ·M by its own kernel and the one-pass column kernel (float32
+#: results move at ≈ 1e-6 relative), so a sweep resumed across the change says so
+KERNELS_VERSION = " v2"
 
 
 def _scratch_bytes(device: torch.device) -> int:
