@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sparse_rtrl.errors import ConfigurationError, InputError
+from sparse_rtrl.evaluate import prequential
 from sparse_rtrl.transformer import (
     CausalTransformer,
     OnlineTransformer,
@@ -401,18 +402,15 @@ def sine(T, freq=0.3, phase=0.0):
     return s[:-1], s[1:]
 
 
+def online_losses(learner, opt, xs, ys) -> list[float]:
+    """The library's prequential loop (predict, squared error, learn) over (xs, ys)."""
+    return prequential(learner, lambda y: y, zip(xs, ys), opt, on_divergence="raise").losses.tolist()
+
+
 def test_online_run_lowers_the_loss_on_a_sine_stream():
     learner = OnlineTransformer(1, 1, d_model=12, heads=6, window=6, head_fraction=0.5, seed=0).to(DT)
     opt = torch.optim.Adam(learner.parameters(), lr=1e-2)
-    xs, ys = sine(200)
-    losses = []
-    for t in range(200):
-        pred = learner.step(xs[t])
-        loss = (pred - ys[t]).pow(2).mean()
-        learner.backward(loss)
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = online_losses(learner, opt, *sine(200))
     assert sum(losses[-30:]) < 0.25 * sum(losses[:30])
 
 
@@ -479,15 +477,7 @@ def test_the_head_rule_object_is_the_string_options(legacy, rule):
         model = CausalTransformer(1, 1, d_model=12, heads=6, window=4, seed=0).to(DT)
         learner = OnlineTransformer.from_model(model, **kw)
         opt = torch.optim.SGD(learner.parameters(), lr=0.05)
-        losses = []
-        for t in range(len(xs)):
-            y = learner.step(xs[t])
-            loss = (y - ys[t]).pow(2).mean()
-            learner.backward(loss)
-            opt.step()
-            opt.zero_grad()
-            losses.append(loss.item())
-        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+        runs.append((online_losses(learner, opt, xs, ys), [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
