@@ -310,3 +310,26 @@ def test_a_saved_stream_continues_bit_exactly(engine, rule, optimizer):
     other = FusedStep(other_cell, "immediate" if name != "immediate" else "full", other_ro, lr=1e-2)
     with pytest.raises(ConfigurationError, match="same rule"):
         other.load_state_dict(saved[0])
+
+
+@ENGINES
+def test_shapes_and_inputs_the_fused_step_refuses_are_named(engine):
+    """One stream only: a batch (B, I), an ensemble cell or ensemble-shaped input points to
+    OnlineLearner; integer input and NaN input are named, and a refused step changes nothing."""
+    from sparse_rtrl import new_ensemble
+
+    with pytest.raises(ConfigurationError, match="ensemble"):
+        FusedStep(new_ensemble(VanillaRNN, 2, I, N, dtype=torch.float64), "full", nn.Linear(N, 1).double(), lr=1e-2)
+    cell, ro = models(torch.float64, 1)
+    fused = FusedStep(cell, "sparse", ro, lr=1e-2, engine=engine, k=2)
+    y = torch.zeros(1, dtype=torch.float64)
+    for bad in (torch.zeros(2, I, dtype=torch.float64), torch.zeros(2, 1, I, dtype=torch.float64)):
+        with pytest.raises(InputError, match="OnlineLearner"):
+            fused.step(bad, y)
+    with pytest.raises(InputError, match="convert"):
+        fused.step(torch.zeros(I, dtype=torch.long), y)
+    before = [p.detach().clone() for p in cell.parameters()]
+    with pytest.raises(InputError, match="input x"):
+        fused.step(torch.tensor([float("nan")] * I, dtype=torch.float64), y)
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, cell.parameters()))
+    assert fused.steps == 0
