@@ -1,7 +1,7 @@
 """Optional fused CPU kernels for the sparse products on M, compiled on first use.
 
-Three loops that PyTorch cannot express in one pass over M (C source:
-``csrc/sparse_kernels.c``, package data beside this module):
+Three loops that PyTorch cannot express in one pass over M, and the selection of the kept
+paths (C source: ``csrc/sparse_kernels.c``, package data beside this module):
 
 * ``rows``: M[i] ← Σ_r w[i, r]·M[idx[i, r]] (row-sparse K ⊙ J). M is cut into column blocks
   small enough to stay in cache; each block's N row segments are copied once to a per-thread
@@ -15,6 +15,11 @@ Three loops that PyTorch cannot express in one pass over M (C source:
   being read first, a write pass instead of a read-and-write pass.
 * ``gradient``: g = δ·M[:H], the first H rows summed four at a time into a cache-resident
   block of g (one read pass; torch's ``einsum`` takes ≈ 1.6× a read pass here).
+* ``top_k``: the k largest scores of each row (the kept paths K_t), eight rows at a time in
+  vector lanes by compares and selects. On fresh random scores torch's introselect
+  mispredicts its branches: 0.55 µs a row of 64 (16 × 64 rows: 0.56 ms, against 0.09 ms
+  here). Rows whose answer depends on tie-breaking are left to ``torch.topk``, so the
+  indices are always ``torch.topk``'s and no result changes.
 
 All run in parallel over (stream, column block) with OpenMP, using ``torch.get_num_threads()``
 threads. The code is plain C with no torch headers, built by the system C compiler on first
@@ -169,6 +174,8 @@ def _load(path: str) -> ctypes.CDLL:
         grad = getattr(lib, f"gradient_{T}")
         grad.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _INT]
         grad.restype = _INT
+    lib.top_k_float.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _INT]
+    lib.top_k_float.restype = _INT
     return lib
 
 
@@ -274,6 +281,21 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
           torch.get_num_threads()):
         raise MemoryError("the column-gather kernel could not allocate its buffer")
     return g
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor | None:
+    """``scores.topk(k, dim=-1).indices`` for contiguous float32 CPU scores with 1 ≤ k ≤ n, or
+    None when some row's answer depends on how ties are broken (equal scores at or inside the
+    k-th place, or a NaN): the caller then asks ``torch.topk``, so the indices are always the
+    ones ``torch.topk`` gives. ≈ 10× faster than ``torch.topk`` for a few of 64 (its
+    introselect mispredicts on fresh random scores)."""
+    n = scores.shape[-1]
+    out = torch.empty(*scores.shape[:-1], k, dtype=torch.int64)
+    rows = scores.numel() // n if n else 0
+    got = _lib.top_k_float(_ptr(scores, torch.float32), rows, n, k, out.data_ptr(), torch.get_num_threads())
+    if got < 0:
+        raise MemoryError("the top-k kernel could not allocate its row buffer")
+    return out if got == 0 else None
 
 
 def gradient(M: torch.Tensor, delta: torch.Tensor, width: int) -> torch.Tensor:

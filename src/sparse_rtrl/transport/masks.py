@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _cpu_kernels
 from .base import Generators
 
 Tensor = torch.Tensor
@@ -48,7 +49,15 @@ def column_scores(selection: str, J: Tensor, gens: Generators) -> Tensor:
 
 
 def top_k(scores: Tensor, k: int) -> Tensor:
-    """Indices of the k largest scores along the last dimension (uniform k-subsets for noise)."""
+    """Indices of the k largest scores along the last dimension, largest first (uniform
+    k-subsets for noise): ``torch.topk``'s, computed by the compiled kernel on the CPU when it
+    is built (the same indices; rows whose answer would hang on tie-breaking go to
+    ``torch.topk``)."""
+    if (0 < k <= scores.shape[-1] and scores.dtype == torch.float32 and not torch.compiler.is_compiling()
+            and _cpu_kernels.usable(scores)):
+        index = _cpu_kernels.top_k(scores.contiguous(), k)
+        if index is not None:
+            return index
     return scores.topk(k, dim=-1).indices
 
 

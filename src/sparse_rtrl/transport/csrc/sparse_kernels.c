@@ -1,5 +1,6 @@
 /* The compiled CPU kernels on the dense sensitivity M (see _cpu_kernels.py): plain C99 with
    OpenMP and no torch headers, built on first use and called through ctypes. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,129 @@ int gradient_##T(const T *M, const T *delta, T *out, int64_t E, int64_t B, int64
     free((void *)src);                                                                      \
   }                                                                                         \
   return failed;                                                                            \
+}
+
+/* idx (R, k) <- the indices of the k largest of each row of scores (R, n), largest first (as
+   torch.topk). Each row keeps its k + 1 largest, so the answer is unique exactly when those
+   are strictly decreasing and none is NaN: the return value counts the rows where it is not
+   (ties at or inside the k-th place, NaN, fewer than k + 1 finite-or-infinite entries seen),
+   which the caller recomputes with torch.topk, so the result never depends on how ties are
+   broken here. For k + 1 <= TOPK_LANES_MAX the rows go TOPK_LANES at a time, one row per
+   vector lane: a block of rows is transposed into a buffer, and every entry enters its
+   row's sorted list by compares and selects (no branch to mispredict on random scores, which
+   is what makes torch.topk's introselect slow here); larger k inserts row by row. */
+#define TOPK_LANES 8
+#define TOPK_LANES_MAX 16
+static int64_t top_k_lanes(const float *x, int64_t lanes, int64_t n, int64_t k, int64_t kk,
+                           float *t, int64_t *idx) {
+  float val[TOPK_LANES_MAX][TOPK_LANES];
+  int32_t pos[TOPK_LANES_MAX][TOPK_LANES];
+  int32_t nan[TOPK_LANES] = {0};
+  int64_t j, l, q, bad = 0;
+  for (l = 0; l < TOPK_LANES; ++l)
+    for (j = 0; j < n; ++j) t[j * TOPK_LANES + l] = l < lanes ? x[l * n + j] : 0.0f;
+#if defined(__AVX2__)
+  {
+    __m256 V[TOPK_LANES_MAX], any_nan = _mm256_setzero_ps();
+    __m256i I[TOPK_LANES_MAX];
+    for (q = 0; q < kk; ++q) { V[q] = _mm256_set1_ps(-INFINITY); I[q] = _mm256_set1_epi32(-1); }
+    for (j = 0; j < n; ++j) {
+      const __m256 v = _mm256_loadu_ps(t + j * TOPK_LANES);
+      const __m256 jv = _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)j));
+      any_nan = _mm256_or_ps(any_nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      for (q = kk - 1; q > 0; --q) {
+        const __m256 above = _mm256_cmp_ps(v, V[q - 1], _CMP_GT_OQ), here = _mm256_cmp_ps(v, V[q], _CMP_GT_OQ);
+        V[q] = _mm256_blendv_ps(_mm256_blendv_ps(V[q], v, here), V[q - 1], above);
+        I[q] = _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_blendv_ps(_mm256_castsi256_ps(I[q]), jv, here), _mm256_castsi256_ps(I[q - 1]), above));
+      }
+      const __m256 here = _mm256_cmp_ps(v, V[0], _CMP_GT_OQ);
+      V[0] = _mm256_blendv_ps(V[0], v, here);
+      I[0] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(I[0]), jv, here));
+    }
+    for (q = 0; q < kk; ++q) { _mm256_storeu_ps(val[q], V[q]); _mm256_storeu_si256((__m256i *)pos[q], I[q]); }
+    {
+      float nans[TOPK_LANES];
+      _mm256_storeu_ps(nans, any_nan);
+      for (l = 0; l < TOPK_LANES; ++l) nan[l] = nans[l] != 0.0f;
+    }
+  }
+#else
+  for (q = 0; q < kk; ++q)
+    for (l = 0; l < TOPK_LANES; ++l) { val[q][l] = -INFINITY; pos[q][l] = -1; }
+  for (j = 0; j < n; ++j) {
+    const float *v = t + j * TOPK_LANES;
+    for (l = 0; l < TOPK_LANES; ++l) nan[l] |= v[l] != v[l];
+    for (q = kk - 1; q > 0; --q)
+      for (l = 0; l < TOPK_LANES; ++l) {
+        const int above = v[l] > val[q - 1][l], here = v[l] > val[q][l];
+        const float nv = above ? val[q - 1][l] : (here ? v[l] : val[q][l]);
+        const int32_t np = above ? pos[q - 1][l] : (here ? (int32_t)j : pos[q][l]);
+        val[q][l] = nv;
+        pos[q][l] = np;
+      }
+    for (l = 0; l < TOPK_LANES; ++l) {
+      const int here = v[l] > val[0][l];
+      pos[0][l] = here ? (int32_t)j : pos[0][l];
+      val[0][l] = here ? v[l] : val[0][l];
+    }
+  }
+#endif
+  for (l = 0; l < lanes; ++l) {
+    int b = nan[l];
+    for (q = 0; q < kk && !b; ++q) b = pos[q][l] < 0 || (q + 1 < kk && q < k && !(val[q][l] > val[q + 1][l]));
+    bad += b;
+    for (q = 0; q < k; ++q) idx[l * k + q] = pos[q][l] < 0 ? 0 : pos[q][l];
+  }
+  return bad;
+}
+
+static int64_t top_k_row(const float *x, int64_t n, int64_t k, int64_t kk, float *val, int64_t *pos,
+                         int64_t *idx) {
+  int64_t m = 0, j, q;
+  int bad = 0;
+  for (j = 0; j < n; ++j) {
+    const float v = x[j];
+    if (v != v) { bad = 1; continue; }
+    if (m == kk && !(v > val[kk - 1])) continue;
+    q = m < kk ? m++ : kk - 1; /* the slot it enters from (the last, when full) */
+    while (q > 0 && v > val[q - 1]) { val[q] = val[q - 1]; pos[q] = pos[q - 1]; --q; }
+    val[q] = v;
+    pos[q] = j;
+  }
+  bad = bad || m < kk;
+  for (q = 0; q + 1 < m && q < k && !bad; ++q) bad = !(val[q] > val[q + 1]);
+  for (q = 0; q < k; ++q) idx[q] = q < m ? pos[q] : 0;
+  return bad;
+}
+
+int top_k_float(const float *scores, int64_t R, int64_t n, int64_t k, int64_t *idx, int threads) {
+  const int64_t kk = MIN(k + 1, n), lanes = kk <= TOPK_LANES_MAX ? TOPK_LANES : 1;
+  const int64_t jobs = (R + lanes - 1) / lanes;
+  int64_t ambiguous = 0;
+  int failed = 0;
+  if (k <= 0 || R <= 0 || n <= 0 || n > INT32_MAX) return k <= 0 || R <= 0 ? 0 : -1;
+  _Pragma("omp parallel num_threads(threads) if (R * n > (1 << 16))")
+  {
+    float *buf = (float *)malloc((size_t)(lanes > 1 ? n * TOPK_LANES : kk) * sizeof(float));
+    int64_t *pos = (int64_t *)malloc((size_t)kk * sizeof(int64_t));
+    if (!buf || !pos) {
+      _Pragma("omp atomic write") failed = 1;
+    } else {
+      int64_t job;
+      _Pragma("omp for schedule(static) reduction(+ : ambiguous)")
+      for (job = 0; job < jobs; ++job) {
+        const int64_t r0 = job * lanes;
+        if (lanes > 1)
+          ambiguous += top_k_lanes(scores + r0 * n, MIN(lanes, R - r0), n, k, kk, buf, idx + r0 * k);
+        else
+          ambiguous += top_k_row(scores + r0 * n, n, k, kk, buf, pos, idx + r0 * k);
+      }
+    }
+    free(buf);
+    free(pos);
+  }
+  return failed ? -1 : (int)MIN(ambiguous, 1 << 30);
 }
 
 DEFINE_WEIGHTED_SUM(float)
