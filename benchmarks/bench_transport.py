@@ -964,9 +964,10 @@ def write_report(data, out_dir: Path) -> None:
         lines.append("")
     if plot(data, out_dir / "time_per_step.png"):
         lines += ["![time per step](time_per_step.png)", ""]
-    peer = Path(__file__).with_name("jax_peer.md")  # written by jax_peer.py --write
-    if peer.exists():
-        lines += [peer.read_text()]
+    for name in ("jax_peer.md", "ensemble_bounds.md"):  # written by jax_peer.py / ensemble_bounds.py --write
+        peer = Path(__file__).with_name(name)
+        if peer.exists():
+            lines += [peer.read_text()]
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {out_dir / 'RESULTS.md'}")
 

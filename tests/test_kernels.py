@@ -152,6 +152,29 @@ def test_matmul_equals_dense_product(device, dtype, blocks, request):
         assert rel_err(M, expected) < TOL[dtype]
 
 
+@pytest.mark.parametrize("route", ["oneDNN", "BLAS"])
+def test_matmul_routes_equal_a_float64_chain(route, monkeypatch):
+    """J·M in float32 by oneDNN (every N forced through it) and by the blocked BLAS path,
+    applied four times in place to the same M (a product that cached its operand by address
+    would go stale), against the float64 chain of products; non-contiguous J too."""
+    from sparse_rtrl.transport import onednn
+    if route == "oneDNN" and not onednn.onednn_works():
+        pytest.skip("torch has no working oneDNN linear op here")
+    monkeypatch.setattr(kernels, "ONEDNN_MIN_N", 1 if route == "oneDNN" else 10**9)
+    for (E, B, N, P), seed in itertools.product(SHAPES + [(2, 1, 64, 4224), (1, 1, 96, 1000)], [0, 1]):
+        g = torch.Generator().manual_seed(seed)
+        M = torch.randn(E, B, N, P, generator=g)
+        reference = M.double()
+        for step in range(4):
+            A = torch.randn(E, B, N, N, generator=g) / N ** 0.5
+            if step % 2:
+                A = A.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, other strides
+            reference = A.double() @ reference
+            kernels.matmul_(A, M)
+        assert kernels._by_onednn(M) == (route == "oneDNN")
+        assert rel_err(M.double(), reference) < 1e-5, (E, B, N, P)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("blocks", ["default", "small"])

@@ -4,8 +4,10 @@ M is the largest object in exact RTRL (N·P numbers per stream), so every produc
 overwrites M without a second M-sized buffer, and each tries to stream M through memory once
 per step (one read and one write):
 
-* :func:`matmul_` (J·M, full RTRL): columns of M in blocks; each block's product goes to a
-  small scratch buffer by BLAS and is copied back while still in cache.
+* :func:`matmul_` (J·M, full RTRL): in float32 on the CPU, one stream at a time by oneDNN
+  (:mod:`.onednn`, about twice the BLAS here) when N ≥ 64 and one stream's M is at most
+  16 MB; otherwise columns of M in blocks, each block's product going to a small scratch
+  buffer by BLAS and copied back while still in cache.
 * :func:`gather_rows_` ((K ⊙ J)·M, k kept sources per row): on CPU a compiled kernel
   (:mod:`._cpu_kernels`) forms the k-term sums of a cache-sized column block and writes them
   back (one read + one write of M); when k is a large fraction of N (above N/2 with the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..influence import UnitLocalImmediate
-from . import _cpu_kernels
+from . import _cpu_kernels, onednn
 
 Tensor = torch.Tensor
 
@@ -51,6 +53,13 @@ COLUMN_BLOCK_BYTES = 256 << 10
 STREAM_BYTES = 32 << 20
 #: bytes of the block of g the compiled gradient kernel accumulates in cache
 GRADIENT_BLOCK_BYTES = 512 << 10
+#: the learner's J·M goes by oneDNN (float32, CPU) from this N up: below it the BLAS's batched
+#: product is as fast (5 streams of N = 32: 0.12 ms by bmm, 0.15 ms by oneDNN; N = 64: oneDNN
+#: takes half the time, N = 96 too; docs/performance.md)
+ONEDNN_MIN_N = 64
+#: ...while one stream's M (N × P) is at most this many bytes: the op allocates its output, so
+#: larger products keep the blocked BLAS path, whose scratch stays in cache
+ONEDNN_MAX_BYTES = 16 << 20
 #: k/N above which a row-sparse product goes through a dense masked matrix and BLAS: with the
 #: compiled kernel (measured crossover ≈ N/2 on a 2-core AMD EPYC, float32), and without it
 DENSE_FRACTION_COMPILED = 0.5
@@ -100,11 +109,23 @@ def _lines(width: int, P: int, itemsize: int) -> int:
     return min(P, -(-width // per_line) * per_line)
 
 
+def _by_onednn(M: Tensor) -> bool:
+    N, P = M.shape[-2:]
+    return (M.device.type == "cpu" and M.dtype == torch.float32 and N >= ONEDNN_MIN_N
+            and N * P * 4 <= ONEDNN_MAX_BYTES and M.is_contiguous() and not _tracing()
+            and onednn.onednn_works())
+
+
 def matmul_(A: Tensor, M: Tensor) -> None:
     """M ← A·M for A ``(E, B, N, N)`` (J, or K ⊙ J), in place."""
     E, B, N, P = M.shape
     A3 = A.reshape(E * B, N, N)
     M3 = M.view(E * B, N, P)
+    if _by_onednn(M):  # A·M = A·(Mᵀ)ᵀ: the op's x·wᵀ with w = Mᵀ, a strided view
+        A3 = A3.to(M.dtype)
+        for s in range(E * B):
+            M3[s].copy_(onednn.linear(A3[s], M3[s].t()))
+        return
     width = _block_columns(E * B * N, P, M.element_size(), _scratch_bytes(M.device))
     if width >= P:  # one block: the product into scratch, copied back
         M3.copy_(torch.bmm(A3, M3))
