@@ -14,9 +14,9 @@ at once and T_1 the step of one learner,
 
 whatever is done about the rest. The table measures T_1, T_16 and W_16 (each part on the
 learner's own shapes: vanilla cell, I = 1, batch 1, float32, one thread), so it says how far the
-measured gain is from that bound and which part sets it. For full RTRL it also times the fastest
-exact product this machine has for the work, oneDNN on the fused step's Mᵀ layout
-(``sparse_rtrl.fused.matmul``), as the bound no implementation of the learner's layout can pass.
+measured gain is from that bound and which part sets it. (Full RTRL's product is oneDNN's
+float32 GEMM, the fastest exact one torch has on this CPU: its FLOPs grow with E, so they bound
+the gain.)
 Times are the minimum over alternating rounds (wall clock; the load average is printed).
 """
 
@@ -33,7 +33,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transport import Learner  # noqa: E402
 
-from sparse_rtrl.fused.matmul import RightProduct  # noqa: E402
 from sparse_rtrl.transport import kernels, masks  # noqa: E402
 from sparse_rtrl.transport.base import Generators, member_seeds  # noqa: E402
 
@@ -89,21 +88,6 @@ def per_member_parts(rule: str) -> dict:
     return parts
 
 
-def best_gemm():
-    """E members' J·M by oneDNN on Mᵀ (P × N) per member: the fastest exact product here."""
-    g = torch.Generator().manual_seed(1)
-    P = N * N + 2 * N
-    Mt = torch.randn(E, P, N, generator=g)
-    J = torch.randn(E, N, N, generator=g)
-    out = torch.empty_like(Mt)
-    product = RightProduct(P, N, Mt)
-
-    def run():
-        for e in range(E):
-            product(Mt[e], J[e], out[e])
-    return run, product.path
-
-
 def timed(jobs: dict, rounds: int, seconds: float) -> dict:
     """Minimum seconds per call of each job, jobs alternating round by round."""
     calls = {}
@@ -141,8 +125,6 @@ def main() -> None:
         for name, fn in per_member_parts(rule).items():
             jobs[f"{rule}: {name}"] = fn
             parts_of[rule].append(name)
-    gemm, gemm_path = best_gemm()
-    jobs["full: J·M, 16 members by the fastest GEMM"] = gemm
     t = timed(jobs, args.rounds, args.seconds)
     load_after = os.getloadavg()
 
@@ -157,10 +139,6 @@ def main() -> None:
         work = sum(t[f"{rule}: {n}"] for n in names)
         detail = " + ".join(f"{n} {ms(t[f'{rule}: {n}'])}" for n in names) or "—"
         bound = f"{16 * t1 / work:.1f}×" if work else "—"
-        if rule == "full":
-            fast = t["full: J·M, 16 members by the fastest GEMM"] + t["full: g = δ·M"]
-            detail += f"; with the fastest GEMM ({gemm_path}, Mᵀ layout) instead: {ms(fast)}"
-            bound += f" ({16 * t1 / fast:.1f}× with it)"
         lines.append(f"| {rule} | {ms(t1)} | {ms(t16)} | {16 * t1 / t16:.1f}× | "
                      f"{ms(work) if work else '—'} ({detail}) | {bound} |")
     header = (f"Load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
