@@ -3,17 +3,19 @@
 The kernels of ``sparse_rtrl.transport.kernels`` (and the compiled CPU loops behind them)
 rewrite M in place in column blocks; here each is compared, on random shapes (E > 1, B > 1,
 k = 0 … N, several blocks), with the product written densely from one-hot matrices. The
-pure-torch paths are tested on the CPU too, since they are what runs on CUDA.
+pure-torch paths are tested on the CPU too, since they are what runs on CUDA (the row product
+there goes to the Triton kernel when triton is installed: tests/test_triton_rows.py).
 """
 
 import itertools
+import sys
 
 import pytest
 import torch
 
-from sparse_rtrl import OnlineLearner, new_ensemble
+from sparse_rtrl import OnlineLearner, new_ensemble, settings
 from sparse_rtrl.cells import VanillaRNN
-from sparse_rtrl.transport import _cpu_kernels, kernels
+from sparse_rtrl.transport import _cpu_kernels, kernels, triton_rows
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
@@ -228,6 +230,35 @@ def test_environment_switch_disables_the_compiled_kernels(monkeypatch):
     assert _cpu_kernels.get() is None
     assert not _cpu_kernels.usable(torch.zeros(1))
     assert "SPARSE_RTRL_NO_EXTENSION" in _cpu_kernels.reason
+
+
+def test_the_triton_row_kernel_is_for_cuda_with_triton_only(monkeypatch):
+    """CPU tensors never take it (the CPU paths stay as they are); CUDA tensors do when triton
+    is importable and SPARSE_RTRL_NO_TRITON is not set, and numeric_path says so."""
+    monkeypatch.delenv("SPARSE_RTRL_NO_TRITON", raising=False)
+    monkeypatch.setattr(triton_rows, "importable", lambda: True)
+    assert not triton_rows.available("cpu") and not triton_rows.available(torch.device("meta"))
+    assert triton_rows.available("cuda") and kernels.numeric_path("cuda") == "torch+triton"
+    assert kernels.numeric_path("cpu") != "torch+triton"
+    monkeypatch.setenv("SPARSE_RTRL_NO_TRITON", "1")
+    assert not triton_rows.available("cuda") and kernels.numeric_path("cuda") == "torch"
+    monkeypatch.delenv("SPARSE_RTRL_NO_TRITON")
+    with settings.using(triton=False):  # the Python form
+        assert not triton_rows.available("cuda")
+    monkeypatch.setattr(triton_rows, "importable", lambda: False)
+    assert not triton_rows.available("cuda") and kernels.numeric_path("cuda") == "torch"
+
+
+def test_the_triton_launcher_without_triton_says_what_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
+    monkeypatch.setitem(sys.modules, "triton.language", None)
+    triton_rows._kernel.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="needs the triton package"):
+            triton_rows.gather_rows_triton_(torch.zeros(1, 1, 2, 1, dtype=torch.int64), torch.ones(1, 1, 2, 1),
+                                            torch.ones(1, 1, 2, 3))
+    finally:
+        triton_rows._kernel.cache_clear()  # a later call (with triton) builds the kernel afresh
 
 
 def test_non_contiguous_inputs_are_made_contiguous():

@@ -9,6 +9,8 @@ variable (this module is the only reader of them) unless Python code sets it wit
   ``using(ensembles=False)``.
 - ``SPARSE_RTRL_NO_EXTENSION=1`` — :func:`compiled_kernels_enabled`: the sparse products use
   the pure-torch paths, never the compiled CPU kernels. Python: ``using(compiled_kernels=False)``.
+- ``SPARSE_RTRL_NO_TRITON=1`` — :func:`triton_enabled`: row-sparse products on CUDA never use
+  the Triton kernel (pure torch instead). Python: ``using(triton=False)``.
 - ``SPARSE_RTRL_CACHE`` — :func:`cache_dir`: the private folder the compiled kernels are
   cached in. Python: ``using(cache_dir=…)``.
 
@@ -31,6 +33,7 @@ VARIABLES = {
     "data_dir": "SPARSE_RTRL_DATA",
     "ensembles": "SPARSE_RTRL_NO_ENSEMBLE",
     "compiled_kernels": "SPARSE_RTRL_NO_EXTENSION",
+    "triton": "SPARSE_RTRL_NO_TRITON",
     "cache_dir": "SPARSE_RTRL_CACHE",
 }
 
@@ -72,6 +75,14 @@ def compiled_kernels_enabled() -> bool:
     return not _switched_off("compiled_kernels")
 
 
+def triton_enabled() -> bool:
+    """Whether row-sparse products on CUDA may use the Triton kernel: yes unless
+    ``$SPARSE_RTRL_NO_TRITON`` is set to something other than 0 (or ``using(triton=False)``)."""
+    if "triton" in _overrides:
+        return bool(_overrides["triton"])
+    return not _switched_off("triton")
+
+
 def cache_dir() -> str:
     """The kernel cache folder (not created): :func:`using` (``cache_dir=``), else
     ``$SPARSE_RTRL_CACHE``, else ``$XDG_CACHE_HOME/sparse_rtrl``, else ``~/.cache/sparse_rtrl``."""
@@ -88,7 +99,7 @@ def using(**values) -> Iterator[None]:
         with sparse_rtrl.settings.using(compiled_kernels=False):
             ...  # the pure-torch paths
 
-    Names: ``data_dir``, ``ensembles``, ``compiled_kernels``, ``cache_dir``; the previous
+    Names: ``data_dir``, ``ensembles``, ``compiled_kernels``, ``triton``, ``cache_dir``; the previous
     values come back on exit.
     """
     unknown = set(values) - set(VARIABLES)

@@ -12,7 +12,9 @@ per step (one read and one write):
   (:mod:`._cpu_kernels`) forms the k-term sums of a cache-sized column block and writes them
   back (one read + one write of M); when k is a large fraction of N (above N/2 with the
   compiled kernel, N/4 without) the kept entries are scattered into a dense N×N matrix and
-  BLAS does the product instead; elsewhere (CUDA, no compiler) a pure-torch blocked gather.
+  BLAS does the product instead; on CUDA, when ``triton`` is installed, a Triton kernel
+  (:mod:`.triton_rows`) that also reads and writes each column block of M once; elsewhere
+  (CUDA without triton, CPU without a compiler) a pure-torch blocked gather.
 * :func:`gather_columns_` (J[:, S]·M[S] + diag·M, one set S of k sources): only the k rows
   M[S] are copied (per block when k is large), then M is rewritten in one pass; the compiled
   kernel adds a unit-local Ī in that pass and, for an M larger than the cache, writes M by
@@ -31,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ..influence import UnitLocalImmediate
-from . import _cpu_kernels, onednn
+from . import _cpu_kernels, onednn, triton_rows
 
 Tensor = torch.Tensor
 
@@ -68,12 +70,15 @@ DENSE_FRACTION = 0.25
 
 def numeric_path(device: torch.device | str = "cpu") -> str:
     """Which code computes the sparse products on ``device``: ``"c-kernels(fma) v2"`` (the
-    compiled CPU kernels with fused multiply-adds, version 2), ``"c-kernels v2"`` (no FMA) or
-    ``"torch"`` (the pure-torch paths: other devices, no compiler, or
+    compiled CPU kernels with fused multiply-adds, version 2), ``"c-kernels v2"`` (no FMA),
+    ``"torch+triton"`` (CUDA with triton: the row product by :mod:`.triton_rows`, the rest
+    pure torch) or ``"torch"`` (the pure-torch paths: other devices, no compiler, or
     ``SPARSE_RTRL_NO_EXTENSION``). The paths round differently, so results record it.
 
     On CPU this builds or loads the kernels (see :func:`._cpu_kernels.get`) if not done yet.
     """
+    if triton_rows.available(device):
+        return "torch+triton"
     if torch.device(device).type != "cpu" or _cpu_kernels.get() is None:
         return "torch"
     return ("c-kernels(fma)" if _cpu_kernels.fma() else "c-kernels") + KERNELS_VERSION
@@ -168,7 +173,8 @@ def gather_rows_(index: Tensor, weight: Tensor, M: Tensor) -> None:
 
 
 def gather_rows_impl(index: Tensor, weight: Tensor, M: Tensor, compiled: bool) -> None:
-    """:func:`gather_rows_` by the compiled kernel (``compiled``) or by pure torch."""
+    """:func:`gather_rows_` by the compiled kernel (``compiled``), by the Triton kernel (CUDA
+    tensors, triton installed) or by pure torch; large k by a dense product in every case."""
     E, B, N, P = M.shape
     k = index.shape[-1]
     if k == 0:
@@ -180,6 +186,8 @@ def gather_rows_impl(index: Tensor, weight: Tensor, M: Tensor, compiled: bool) -
         _cpu_kernels.rows(index.reshape(E * B, N, k).contiguous(),
                           weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
                           M.view(E * B, N, P), width)
+    elif triton_rows.available(M.device) and triton_rows.supports(M):
+        triton_rows.gather_rows_triton_(index, weight, M)
     else:
         gather_rows_torch_(index, weight, M)
 

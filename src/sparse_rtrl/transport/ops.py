@@ -7,7 +7,8 @@
 
 Both overwrite M in place (``mutates_args``) and return nothing. The CPU implementation is
 :mod:`.kernels`' own dispatch (the compiled kernel when it applies, else pure torch); every
-other device gets the pure-torch path; the fake implementation (for tracing) has nothing to
+other device gets the pure-torch path, except the row product on CUDA, which runs the Triton
+kernel of :mod:`.triton_rows` when ``triton`` is installed; the fake implementation (for tracing) has nothing to
 compute, since M keeps its shape. :func:`.kernels.gather_rows_` and
 :func:`.kernels.gather_columns_` call these operators while ``torch.compile`` traces, and the
 same code directly in eager mode, where the operator's dispatch would add ≈ 12 µs a call
@@ -23,7 +24,8 @@ from . import kernels
 
 @torch.library.custom_op("sparse_rtrl::gather_rows_", mutates_args=("M",))
 def gather_rows_(index: Tensor, weight: Tensor, M: Tensor) -> None:
-    """M[i] ← Σ_r weight[i, r]·M[index[i, r]] in place, by pure torch (any device)."""
+    """M[i] ← Σ_r weight[i, r]·M[index[i, r]] in place, by the Triton kernel (CUDA, triton
+    installed) or pure torch (any device)."""
     kernels.gather_rows_impl(index, weight, M, compiled=False)
 
 
