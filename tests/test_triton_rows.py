@@ -18,17 +18,14 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from sparse_rtrl.transport import kernels, triton_rows  # noqa: E402
+from test_kernels import SHAPES as KERNEL_SHAPES  # noqa: E402
+from test_kernels import random_case as kernel_case  # noqa: E402
 
 #: the interpreter is a process-wide mode, so one device per run: the GPU when there is one
 DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
-SHAPES = [  # E, B, N, P
-    (1, 1, 1, 1),
-    (1, 1, 5, 3),
-    (2, 3, 7, 101),
-    (3, 2, 16, 777),
-    (1, 2, 33, 2500),
+SHAPES = KERNEL_SHAPES + [  # E, B, N, P: the CPU kernels' shapes and wide tiles
     (1, 2, 256, 5),
     (2, 1, 256, 40),
     (1, 1, 1024, 20),  # the widest tile here: 1024 × 16
@@ -48,11 +45,8 @@ def ks(N):
 
 
 def random_case(seed, dtype, device, E, B, N, P, k):
-    g = torch.Generator().manual_seed(seed)
-    M = torch.randn(E, B, N, P, generator=g, dtype=dtype)
-    weight = torch.randn(E, B, N, k, generator=g, dtype=dtype)
-    index = torch.rand(E, B, N, N, generator=g).argsort(-1)[..., :k]  # distinct sources per row
-    return M.to(device), weight.to(device), index.to(device)
+    M, weight, index, _, _ = kernel_case(seed, dtype, device, E, B, N, P, k)
+    return M, weight, index
 
 
 def reference(index, weight, M):
