@@ -5,18 +5,20 @@
 
 An ensemble of E members advanced as one batched program (``new_ensemble`` + one
 ``OnlineLearner``) pays the per-step overhead of the learner once instead of E times, but the
-work that grows with every member — the product on each member's M, the noise each member's
-own generator draws, the selection of each member's kept paths, the read of M for the
-gradient — it still pays E times. With W_E the time of that per-member work for all E members
-at once and T_1 the step of one learner,
+work that grows with every member — the product on each member's M with Ī, the noise each
+member's own generator draws, the selection of its kept paths, the read of M for the gradient
+— it still pays E times. That work is the rule's own ``update`` + ``gradient``: timed on the
+learner's state with fixed derivatives (no cell, checks or autograd), it takes U_E for E
+members, so one member's share is w = (U_16 − U_1)/15 (what stays fixed cancels), and with
+T_1 the step of one learner
 
-    gain = E·T_1 / T_E  ≤  E·T_1 / W_E,
+    gain = E·T_1 / T_E  ≤  E·T_1 / (E·w) = T_1 / w,
 
-whatever is done about the rest. The table measures T_1, T_16 and W_16 (each part on the
-learner's own shapes: vanilla cell, I = 1, batch 1, float32, one thread), so it says how far the
-measured gain is from that bound and which part sets it. (Full RTRL's product is oneDNN's
-float32 GEMM, the fastest exact one torch has on this CPU: its FLOPs grow with E, so they bound
-the gain.)
+whatever is done about the rest. The table measures T_1, T_16, U_1 and U_16 side by side, and
+the parts of U_16 alone on the learner's shapes (vanilla cell, I = 1, batch 1, float32, one
+thread), so it says how far the measured gain is from that bound and which part sets it.
+(Full RTRL's product is oneDNN's float32 GEMM, the fastest exact one torch has on this CPU:
+its FLOPs grow with E, so they bound the gain.)
 Times are the minimum over alternating rounds (wall clock; the load average is printed).
 """
 
@@ -50,17 +52,24 @@ def spec(rule: str, E_: int) -> dict:
     return {"rule": name, "options": options, "N": N, "E": E_, "dtype": "float32"}
 
 
-def learner_step(rule: str, E_: int):
+def learner_jobs(rule: str, E_: int):
+    """The learner's whole step, and its rule's own update + gradient on fixed derivatives."""
     obj = Learner(spec(rule, E_))
 
     def run():
         obj()
         obj.after()
-    return run
+
+    update, gradient = obj.bare()
+
+    def rule_work():
+        update()
+        gradient()
+    return run, rule_work
 
 
 def per_member_parts(rule: str) -> dict:
-    """name → closure: the parts of an E-member step whose work grows with E."""
+    """name → closure: the parts of the rule's work for E members, each alone (the breakdown)."""
     g = torch.Generator().manual_seed(0)
     P = N * N + 2 * N  # W_hh, W_ih (I = 1), bias
     M = torch.randn(E, 1, N, P, generator=g) * 0.01
@@ -83,7 +92,7 @@ def per_member_parts(rule: str) -> dict:
         cols = masks.top_k(torch.rand(E, 1, N, generator=g), K)
         weight = J.gather(-1, cols.unsqueeze(2).expand(E, 1, N, K))
         parts["noise (16 generators)"] = lambda: masks.member_noise(gens, (1, N), J.device)
-        # the learner forms g in the product's pass: the product alone is a lower bound of both
+        # the learner forms g and adds Ī in the product's pass; the product alone:
         parts["J[:, S]·M[S]"] = lambda: kernels.gather_columns_(cols, weight, M)
     return parts
 
@@ -119,8 +128,8 @@ def main() -> None:
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     jobs, parts_of = {}, {}
     for rule in RULES:
-        jobs[f"{rule} E=1"] = learner_step(rule, 1)
-        jobs[f"{rule} E=16"] = learner_step(rule, E)
+        for E_ in (1, E):
+            jobs[f"{rule} E={E_}"], jobs[f"{rule} rule E={E_}"] = learner_jobs(rule, E_)
         parts_of[rule] = []
         for name, fn in per_member_parts(rule).items():
             jobs[f"{rule}: {name}"] = fn
@@ -131,16 +140,17 @@ def main() -> None:
     def ms(x):
         return f"{x * 1e3:.3f}"
 
-    lines = ["| rule | step E = 1 (ms) | step E = 16 (ms) | gain 16·T₁/T₁₆ | per-member work at E = 16 (ms) | "
-             "bound 16·T₁/W₁₆ |", "|---|---|---|---|---|---|"]
+    lines = ["| rule | step T₁ (ms) | step T₁₆ (ms) | gain 16·T₁/T₁₆ | update + gradient U₁ / U₁₆ (ms) | "
+             "per member w = (U₁₆ − U₁)/15 | bound T₁/w | parts of U₁₆, each alone (ms) |",
+             "|---|---|---|---|---|---|---|---|"]
     for rule in RULES:
         t1, t16 = t[f"{rule} E=1"], t[f"{rule} E=16"]
-        names = parts_of[rule]
-        work = sum(t[f"{rule}: {n}"] for n in names)
-        detail = " + ".join(f"{n} {ms(t[f'{rule}: {n}'])}" for n in names) or "—"
-        bound = f"{16 * t1 / work:.1f}×" if work else "—"
-        lines.append(f"| {rule} | {ms(t1)} | {ms(t16)} | {16 * t1 / t16:.1f}× | "
-                     f"{ms(work) if work else '—'} ({detail}) | {bound} |")
+        u1, u16 = t[f"{rule} rule E=1"], t[f"{rule} rule E={E}"]
+        w = (u16 - u1) / (E - 1)
+        parts = ", ".join(f"{n} {ms(t[f'{rule}: {n}'])}" for n in parts_of[rule]) or "—"
+        bound = f"{t1 / w:.1f}×" if w > 0 else "—"
+        lines.append(f"| {rule} | {ms(t1)} | {ms(t16)} | {E * t1 / t16:.1f}× | {ms(u1)} / {ms(u16)} | "
+                     f"{ms(w)} | {bound} | {parts} |")
     header = (f"Load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
               f"{os.cpu_count()} cores; torch {torch.__version__}; one thread")
     print(header)
@@ -150,9 +160,10 @@ def main() -> None:
             "## Ensembles: what bounds the gain (N = 64, E = 16)", "",
             f"Written by `python benchmarks/ensemble_bounds.py --write` (started {started}); do not edit by "
             f"hand. {header}. Learner API (`OnlineLearner` over `new_ensemble`, `step` + readout + "
-            "`backward` + `zero_grad`), vanilla cell, I = 1, batch 1, float32. The per-member work is the "
-            "part of an ensemble's step that grows with each member (timed alone on the learner's "
-            "shapes); 16·T₁/W₁₆ is the most any ensemble step could gain while it costs that.", "",
+            "`backward` + `zero_grad`), vanilla cell, I = 1, batch 1, float32. U is the rule's own "
+            "`update` + `gradient` on the learner's state (fixed derivatives): the part of a step that "
+            "grows with each member; T₁/w is the most any ensemble step could gain while one member's "
+            "share of it costs w (the module docstring has the argument).", "",
             *lines, "",
         ]
         path = Path(__file__).with_name("ensemble_bounds.md")
