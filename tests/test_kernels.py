@@ -177,6 +177,26 @@ def test_matmul_routes_equal_a_float64_chain(route, monkeypatch):
         assert rel_err(M.double(), reference) < 1e-5, (E, B, N, P)
 
 
+def test_matmul_by_onednn_only_where_it_applies(monkeypatch):
+    """The route is taken for float32 CPU M with 64 ≤ N ≤ 192 and one stream's M ≤ 16 MB, never
+    with oneDNN switched off, and a J of another dtype is refused as torch.bmm refuses it."""
+    from sparse_rtrl.transport import onednn
+    if not onednn.onednn_works():
+        pytest.skip("torch has no working oneDNN linear op here")
+    assert kernels._by_onednn(torch.zeros(2, 1, 64, 100))
+    assert not kernels._by_onednn(torch.zeros(2, 1, 63, 100))
+    assert not kernels._by_onednn(torch.zeros(1, 1, 193, 100))
+    assert not kernels._by_onednn(torch.zeros(1, 1, 128, 40000))  # 20 MB per stream
+    assert not kernels._by_onednn(torch.zeros(2, 1, 64, 100, dtype=torch.float64))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not kernels._by_onednn(torch.zeros(2, 1, 64, 100))
+    monkeypatch.undo()
+    assert torch.backends.mkldnn.enabled
+    M = torch.zeros(1, 1, 64, 100)
+    with pytest.raises(RuntimeError):
+        kernels.matmul_(torch.zeros(1, 1, 64, 64, dtype=torch.float64), M)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("blocks", ["default", "small"])
@@ -259,6 +279,27 @@ def test_the_triton_launcher_without_triton_says_what_is_missing(monkeypatch):
                                             torch.ones(1, 1, 2, 3))
     finally:
         triton_rows._kernel.cache_clear()  # a later call (with triton) builds the kernel afresh
+
+
+def test_a_failing_triton_kernel_falls_back_to_torch_once(monkeypatch):
+    """A broken install or a failed compile or launch: the row product is still right (pure
+    torch), the failure is said once, and the kernel is not tried again in this process."""
+    monkeypatch.setattr(triton_rows, "broken", None)
+    monkeypatch.setattr(triton_rows, "available", lambda device: triton_rows.broken is None)
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        raise RuntimeError("out of resources: shared memory")
+    monkeypatch.setattr(triton_rows, "gather_rows_triton_", failing)
+    M, weight, index, _, _ = random_case(8, torch.float64, "cpu", 2, 1, 9, 30, 2)
+    expected = dense_from_rows(index, weight, 9) @ M
+    with pytest.warns(RuntimeWarning, match="out of resources"):
+        kernels.gather_rows_impl(index, weight, M, compiled=False)
+    assert rel_err(M, expected) < 1e-12
+    assert "out of resources" in triton_rows.broken
+    kernels.gather_rows_impl(index, weight, M, compiled=False)  # no second try, no second warning
+    assert len(calls) == 1
 
 
 def test_non_contiguous_inputs_are_made_contiguous():

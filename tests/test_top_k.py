@@ -39,6 +39,13 @@ def score_cases(seed: int):
                 edge[2, -1] = float("nan")  # torch.topk ranks NaN largest
             edge[3] = torch.tensor(-0.0) if n > 2 else edge[3]  # ±0 compare equal
             yield edge, k
+    # more than 2¹⁶ scores: the kernel's threads share the rows (both paths)
+    big = torch.rand(64, 2048, generator=g)
+    big[::7, 5] = big[::7, 6]  # a few tied rows among them
+    yield big, 4
+    yield big, 20
+    yield torch.randint(0, 3, (40, 2000), generator=g).float(), 4  # every row tied
+    yield torch.randint(0, 3, (4096, 64), generator=g).float(), 4  # many short tied rows, fast counts
 
 
 @needs_kernels
@@ -49,23 +56,29 @@ def test_top_k_gives_torch_topk_indices(seed):
 
 
 @needs_kernels
-def test_the_kernel_answers_distinct_rows_and_refuses_ambiguous_ones():
+def test_ambiguous_rows_are_answered_by_torch_topk():
     g = torch.Generator().manual_seed(3)
     scores = torch.rand(40, 64, generator=g)
-    got = _cpu_kernels.top_k(scores, 4)
-    assert got is not None and torch.equal(got, scores.topk(4, dim=-1).indices)
+    assert torch.equal(_cpu_kernels.top_k(scores, 4), scores.topk(4, dim=-1).indices)
     tied = scores.clone()
     top = tied[7].topk(5).indices
     tied[7, top[4]] = tied[7, top[3]]  # the 4th and 5th largest equal: the 4th place is a tie
-    assert _cpu_kernels.top_k(tied, 4) is None
-    tied = scores.clone()
-    tied[7, top[4]] = -1.0
-    tied[7, top[4]] = tied[7].topk(6).values[5]  # ranks 6 and 7 tie: below the k + 1 kept
-    assert _cpu_kernels.top_k(tied, 4) is not None
-    nan = scores.clone()
-    nan[0, 0] = float("nan")
-    assert _cpu_kernels.top_k(nan, 4) is None
-    assert _cpu_kernels.top_k(scores, 20) is not None  # the row path (k + 1 > 16)
+    tied[9, 0] = float("nan")
+    assert torch.equal(_cpu_kernels.top_k(tied, 4), tied.topk(4, dim=-1).indices)
+    with pytest.raises(ValueError, match="k must be in"):
+        _cpu_kernels.top_k(scores, 65)
+
+
+@needs_kernels
+def test_tensors_the_kernel_must_not_read_go_to_torch():
+    """A lazily negated view, scores under torch.vmap, and a 0-d tensor: torch.topk's answer."""
+    x = torch.arange(8.0).reshape(1, 8)
+    neg = torch._neg_view(x)
+    assert torch.equal(masks.top_k(neg, 3), neg.topk(3, dim=-1).indices)
+    batch = torch.rand(3, 5, 16, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(torch.vmap(lambda s: masks.top_k(s, 4))(batch), batch.topk(4, dim=-1).indices)
+    scalar = torch.tensor(3.0)
+    assert torch.equal(masks.top_k(scalar, 1), scalar.topk(1).indices)
 
 
 @needs_kernels
@@ -94,9 +107,9 @@ def _portable_library(tmp_path):
 
 
 def check_raw_kernel(lib, threads=1):
-    """Call ``top_k_float`` row set by row set: every row whose answer is unique and finite-ranked
-    (top k + 1 strictly decreasing, no NaN, no −inf among them) is answered as ``torch.topk``
-    answers it, and the count of refused rows covers every row that is not unique."""
+    """Call ``top_k_float`` on every case: a row is marked (index −1 in its first place) when
+    its answer is not unique (top k + 1 not strictly decreasing, or NaN), the count returned is
+    the number of marked rows, and every unmarked row is answered as ``torch.topk`` answers it."""
     for scores, k in score_cases(5):
         rows = scores.contiguous().reshape(-1, scores.shape[-1])
         R, n = rows.shape
@@ -105,10 +118,12 @@ def check_raw_kernel(lib, threads=1):
         top = rows.topk(min(k + 1, n), dim=-1).values
         steps = top[:, :k + 1].diff(dim=-1)[:, :k] if top.shape[-1] > 1 else top[:, :0]
         unique = (steps < 0).all(-1) & ~rows.isnan().any(-1)
-        assert refused >= int((~unique).sum()), (tuple(scores.shape), k)
-        clean = unique & ~top.isneginf().any(-1)
+        marked = out[:, 0] < 0
+        assert refused == int(marked.sum()), (tuple(scores.shape), k)
+        assert not (~unique & ~marked).any(), (tuple(scores.shape), k)  # every ambiguous row marked
         expected = rows.topk(k, dim=-1).indices
-        assert torch.equal(out[clean], expected[clean]), (tuple(scores.shape), k)
+        assert torch.equal(out[~marked], expected[~marked]), (tuple(scores.shape), k)
+        assert not marked[unique & ~top.isneginf().any(-1)].any(), (tuple(scores.shape), k)  # nor more
 
 
 @needs_kernels

@@ -121,7 +121,7 @@ def test_unsupported_input_is_refused_by_name():
     index = torch.zeros(1, 1, 2, 1, dtype=torch.int64)
     with pytest.raises(TypeError, match="float32 or float64"):
         triton_rows.gather_rows_triton_(index, torch.ones(1, 1, 2, 1), torch.ones(1, 1, 2, 3, dtype=torch.float16))
-    too_many = torch.empty(1, 1, triton_rows.MAX_TILE_ELEMENTS // triton_rows.MIN_BLOCK + 1, 0)
+    too_many = torch.empty(1, 1, triton_rows.MAX_ROWS + 1, 0)
     assert not triton_rows.supports(too_many)
     assert not triton_rows.supports(torch.empty(triton_rows.MAX_STREAMS + 1, 1, 2, 0))
     with pytest.raises(ValueError, match="N ≤"):

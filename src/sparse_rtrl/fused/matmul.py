@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..transport.onednn import linear, onednn_works
+from ..transport.onednn import linear, usable
 
 Tensor = torch.Tensor
 
@@ -24,7 +24,7 @@ class RightProduct:
     """``out = A·Jᵀ`` for A ``(P, N)``, J ``(N, N)``, into a preallocated ``out``."""
 
     def __init__(self, P: int, N: int, like: Tensor):
-        self.onednn = like.device.type == "cpu" and like.dtype == torch.float32 and onednn_works()
+        self.onednn = like.device.type == "cpu" and like.dtype == torch.float32 and usable()
         rows = max(1, BLOCK_BYTES // (4 * N))
         self.blocks = [(s, min(P, s + rows)) for s in range(0, P, rows)]
         self.path = "oneDNN" if self.onednn else "torch.mm"

@@ -204,6 +204,15 @@ def get() -> ctypes.CDLL | None:
     return _lib
 
 
+def plain(t: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``t`` is an ordinary ``dtype`` tensor whose memory holds its values: not a
+    subclass (fake or traced tensors), not wrapped by ``torch.func`` transforms, no lazy
+    negation or conjugation bit, and not while ``torch.compile`` traces. Only such tensors may be
+    read through their data pointer."""
+    return (type(t) is torch.Tensor and t.dtype == dtype and not t.is_neg() and not t.is_conj()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t) and not torch.compiler.is_compiling())
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the compiled kernels apply to these tensors (CPU, float32/float64, built)."""
     for t in tensors:
@@ -284,18 +293,26 @@ def columns(columns: torch.Tensor, weight: torch.Tensor, M: torch.Tensor,
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor | None:
-    """``scores.topk(k, dim=-1).indices`` for contiguous float32 CPU scores with 1 ≤ k ≤ n, or
-    None when some row's answer depends on how ties are broken (equal scores at or inside the
-    k-th place, or a NaN): the caller then asks ``torch.topk``, so the indices are always the
-    ones ``torch.topk`` gives. ≈ 10× faster than ``torch.topk`` for a few of 64 (its
-    introselect mispredicts on fresh random scores)."""
+    """``scores.topk(k, dim=-1).indices`` for contiguous float32 CPU scores (1 ≤ k ≤ n), or
+    None when the kernel does not answer (a buffer not allocated, n ≥ 2³¹): the caller then
+    asks ``torch.topk``. Rows whose answer depends on how ties are broken (equal scores at or
+    inside the k-th place, NaN, −inf among the k largest) are recomputed here by
+    ``torch.topk`` (each row's answer is its own), so the indices are always ``torch.topk``'s.
+    ≈ 10× faster than ``torch.topk`` for a few of 64 on fresh random scores (its introselect
+    mispredicts its branches there)."""
     n = scores.shape[-1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] for rows of {n} scores, got {k}")
     out = torch.empty(*scores.shape[:-1], k, dtype=torch.int64)
-    rows = scores.numel() // n if n else 0
-    got = _lib.top_k_float(_ptr(scores, torch.float32), rows, n, k, out.data_ptr(), torch.get_num_threads())
-    if got < 0:
-        raise MemoryError("the top-k kernel could not allocate its row buffer")
-    return out if got == 0 else None
+    rows = scores.numel() // n
+    refused = _lib.top_k_float(_ptr(scores, torch.float32), rows, n, k, out.data_ptr(), torch.get_num_threads())
+    if refused < 0:
+        return None
+    if refused:
+        flat, index = scores.reshape(rows, n), out.view(rows, k)
+        redo = index[:, 0] < 0
+        index[redo] = flat[redo].topk(k, dim=-1).indices
+    return out
 
 
 def gradient(M: torch.Tensor, delta: torch.Tensor, width: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ overwrites M without a second M-sized buffer, and each tries to stream M through
 per step (one read and one write):
 
 * :func:`matmul_` (J·M, full RTRL): in float32 on the CPU, one stream at a time by oneDNN
-  (:mod:`.onednn`, about twice the BLAS here) when N ≥ 64 and one stream's M is at most
+  (:mod:`.onednn`, about twice the BLAS here) when 64 ≤ N ≤ 192 and one stream's M is at most
   16 MB; otherwise columns of M in blocks, each block's product going to a small scratch
   buffer by BLAS and copied back while still in cache.
 * :func:`gather_rows_` ((K ⊙ J)·M, k kept sources per row): on CPU a compiled kernel
@@ -59,6 +59,11 @@ GRADIENT_BLOCK_BYTES = 512 << 10
 #: product is as fast (5 streams of N = 32: 0.12 ms by bmm, 0.15 ms by oneDNN; N = 64: oneDNN
 #: takes half the time, N = 96 too; docs/performance.md)
 ONEDNN_MIN_N = 64
+#: ...up to this N: on the machine this was measured on, oneDNN's products were bit-identical
+#: to the BLAS's for every N ≤ 192 tried and differed (≈ 1e-7 relative) from N = 193 on, so
+#: results computed before the route existed keep their numbers (the numeric path does not
+#: name the GEMM, as it names no BLAS)
+ONEDNN_MAX_N = 192
 #: ...while one stream's M (N × P) is at most this many bytes: the op allocates its output, so
 #: larger products keep the blocked BLAS path, whose scratch stays in cache
 ONEDNN_MAX_BYTES = 16 << 20
@@ -116,9 +121,9 @@ def _lines(width: int, P: int, itemsize: int) -> int:
 
 def _by_onednn(M: Tensor) -> bool:
     N, P = M.shape[-2:]
-    return (M.device.type == "cpu" and M.dtype == torch.float32 and N >= ONEDNN_MIN_N
+    return (M.device.type == "cpu" and M.dtype == torch.float32 and ONEDNN_MIN_N <= N <= ONEDNN_MAX_N
             and N * P * 4 <= ONEDNN_MAX_BYTES and M.is_contiguous() and not _tracing()
-            and onednn.onednn_works())
+            and onednn.usable())
 
 
 def matmul_(A: Tensor, M: Tensor) -> None:
@@ -126,8 +131,7 @@ def matmul_(A: Tensor, M: Tensor) -> None:
     E, B, N, P = M.shape
     A3 = A.reshape(E * B, N, N)
     M3 = M.view(E * B, N, P)
-    if _by_onednn(M):  # A·M = A·(Mᵀ)ᵀ: the op's x·wᵀ with w = Mᵀ, a strided view
-        A3 = A3.to(M.dtype)
+    if A.dtype == M.dtype and _by_onednn(M):  # A·M = A·(Mᵀ)ᵀ: the op's x·wᵀ, w = Mᵀ a strided view
         for s in range(E * B):
             M3[s].copy_(onednn.linear(A3[s], M3[s].t()))
         return
@@ -187,7 +191,11 @@ def gather_rows_impl(index: Tensor, weight: Tensor, M: Tensor, compiled: bool) -
                           weight.reshape(E * B, N, k).to(M.dtype).contiguous(),
                           M.view(E * B, N, P), width)
     elif triton_rows.available(M.device) and triton_rows.supports(M):
-        triton_rows.gather_rows_triton_(index, weight, M)
+        try:
+            triton_rows.gather_rows_triton_(index, weight, M)
+        except Exception as error:  # a broken install, a compile or launch failure: M untouched
+            triton_rows.give_up(error)
+            gather_rows_torch_(index, weight, M)
     else:
         gather_rows_torch_(index, weight, M)
 

@@ -53,7 +53,7 @@ def top_k(scores: Tensor, k: int) -> Tensor:
     k-subsets for noise): ``torch.topk``'s, computed by the compiled kernel on the CPU when it
     is built (the same indices; rows whose answer would hang on tie-breaking go to
     ``torch.topk``)."""
-    if (0 < k <= scores.shape[-1] and scores.dtype == torch.float32 and not torch.compiler.is_compiling()
+    if (scores.dim() > 0 and 0 < k <= scores.shape[-1] and _cpu_kernels.plain(scores, torch.float32)
             and _cpu_kernels.usable(scores)):
         index = _cpu_kernels.top_k(scores.contiguous(), k)
         if index is not None:

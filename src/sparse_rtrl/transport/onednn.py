@@ -39,6 +39,11 @@ def onednn_works() -> bool:
     return ok and bool(torch.allclose(second, a @ w.t(), rtol=1e-5, atol=1e-6))
 
 
+def usable() -> bool:
+    """:func:`onednn_works`, and oneDNN not switched off (``torch.backends.mkldnn.enabled``)."""
+    return bool(torch.backends.mkldnn.enabled) and onednn_works()
+
+
 def linear(x: Tensor, w: Tensor) -> Tensor:
-    """x·wᵀ by oneDNN (a new tensor); only after :func:`onednn_works`."""
+    """x·wᵀ by oneDNN (a new tensor); only where :func:`usable`."""
     return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import warnings
 
 import torch
 
@@ -37,11 +38,11 @@ TILE_ELEMENTS = 8192
 MIN_BLOCK = 16
 #: the widest column block (small N), so that a long row still spreads over many programs
 MAX_BLOCK = 512
-#: Triton's limit on a block's elements (``TRITON_MAX_TENSOR_NUMEL``): ROWS × MIN_BLOCK must
-#: fit, so N ≤ 65536
-MAX_TILE_ELEMENTS = 1 << 20
 #: streams E·B per launch: the second grid axis holds at most 65535 programs
 MAX_STREAMS = 65535
+#: the largest N taken: the tile is N × 16 there, ≈ 64 values per thread at 16 warps (tested
+#: up to here; above it the tile would spill from registers, so pure torch takes over)
+MAX_ROWS = 1024
 DTYPES = (torch.float32, torch.float64)
 
 tl = None  # triton.language, bound by _kernel() on first use (the kernel's body reads it)
@@ -60,7 +61,7 @@ def _gather_rows_block(M, index, weight, N, P, k, B,
     ok = row_ok[:, None] & (cols < P)[None, :]
     stream = M + (s // B) * stride_e + (s % B) * stride_b
     column_offsets = (cols * stride_p)[None, :]
-    table = s * N * k + rows * k  # index and weight are contiguous (E·B, N, k)
+    table = s * N * k + rows.to(tl.int64) * k  # index and weight are contiguous (E·B, N, k)
     # tl.full, a builtin, not tl.zeros (a jitted helper, fixed as compiled or interpreted when
     # triton is imported): the kernel then runs in Triton's interpreter whenever it was imported
     acc = tl.full((ROWS, BLOCK), 0, M.dtype.element_ty)
@@ -81,17 +82,33 @@ def importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+#: why the kernel was given up in this process (a failed import, compile or launch), or None
+broken: str | None = None
+
+
 def available(device: torch.device | str) -> bool:
     """Whether the Triton kernel runs tensors on ``device``: a CUDA device, ``triton``
-    importable, and not switched off (``SPARSE_RTRL_NO_TRITON=1``, :mod:`sparse_rtrl.settings`)."""
-    return torch.device(device).type == "cuda" and settings.triton_enabled() and importable()
+    importable, not switched off (``SPARSE_RTRL_NO_TRITON=1``, :mod:`sparse_rtrl.settings`) and
+    not given up after a failure (:func:`give_up`)."""
+    return (torch.device(device).type == "cuda" and broken is None and settings.triton_enabled()
+            and importable())
+
+
+def give_up(error: BaseException) -> None:
+    """Stop using the kernel in this process after ``error`` (said once, as a RuntimeWarning):
+    the row products go to pure torch, and :func:`available` is False from now on."""
+    global broken
+    broken = f"{type(error).__name__}: {str(error).strip()[:300]}"
+    warnings.warn(f"sparse_rtrl: the Triton row kernel failed ({broken}); row-sparse products on "
+                  "CUDA use the pure-torch path from now on (set SPARSE_RTRL_NO_TRITON=1 to choose it "
+                  "and silence this)", RuntimeWarning, stacklevel=3)
 
 
 def supports(M: Tensor) -> bool:
-    """Whether the kernel takes this M: float32/float64, N small enough for one tile, and
-    E·B within a grid axis (65535)."""
+    """Whether the kernel takes this M: float32/float64, N ≤ MAX_ROWS (one tile in registers),
+    and E·B within a grid axis (65535)."""
     E, B, N = M.shape[:3]
-    return M.dtype in DTYPES and _rows(N) * MIN_BLOCK <= MAX_TILE_ELEMENTS and E * B <= MAX_STREAMS
+    return M.dtype in DTYPES and N <= MAX_ROWS and E * B <= MAX_STREAMS
 
 
 def _rows(N: int) -> int:
@@ -129,7 +146,7 @@ def gather_rows_triton_(index: Tensor, weight: Tensor, M: Tensor) -> None:
     if M.dtype not in DTYPES:
         raise TypeError(f"gather_rows_triton_ takes float32 or float64 M, not {M.dtype}")
     if not supports(M):
-        raise ValueError(f"gather_rows_triton_ takes N ≤ {MAX_TILE_ELEMENTS // MIN_BLOCK} and E·B ≤ "
+        raise ValueError(f"gather_rows_triton_ takes N ≤ {MAX_ROWS} and E·B ≤ "
                          f"{MAX_STREAMS}, not M of shape {tuple(M.shape)}")
     E, B, N, P = M.shape
     k = index.shape[-1]

@@ -280,10 +280,11 @@ int gradient_##T(const T *M, const T *delta, T *out, int64_t E, int64_t B, int64
 
 /* idx (R, k) <- the indices of the k largest of each row of scores (R, n), largest first (as
    torch.topk). Each row keeps its k + 1 largest, so the answer is unique exactly when those
-   are strictly decreasing and none is NaN: the return value counts the rows where it is not
-   (ties at or inside the k-th place, NaN, fewer than k + 1 finite-or-infinite entries seen),
-   which the caller recomputes with torch.topk, so the result never depends on how ties are
-   broken here. For k + 1 <= TOPK_LANES_MAX the rows go TOPK_LANES at a time, one row per
+   are strictly decreasing and none is NaN: the rows where it is not (ties at or inside the
+   k-th place, NaN, −inf within the k largest) get idx[row, 0] = −1 and are counted in the
+   return value, and the caller recomputes them with torch.topk, so the result never depends
+   on how ties are broken here. −1: a buffer could not be allocated; −2: not this kernel's
+   case (k outside [1, n], n ≥ 2³¹); the caller then uses torch.topk for all rows. For k + 1 <= TOPK_LANES_MAX the rows go TOPK_LANES at a time, one row per
    vector lane: a block of rows is transposed into a buffer, and every entry enters its
    row's sorted list by compares and selects (no branch to mispredict on random scores, which
    is what makes torch.topk's introselect slow here); larger k inserts row by row. */
@@ -346,9 +347,13 @@ static int64_t top_k_lanes(const float *x, int64_t lanes, int64_t n, int64_t k, 
 #endif
   for (l = 0; l < lanes; ++l) {
     int b = nan[l];
-    for (q = 0; q < kk && !b; ++q) b = pos[q][l] < 0 || (q + 1 < kk && q < k && !(val[q][l] > val[q + 1][l]));
+    /* an empty slot (only −inf left, never inserted) is fine past the k-th place: it holds the
+       sentinel −inf, below every entry kept */
+    for (q = 0; q < kk && !b; ++q)
+      b = (q < k && pos[q][l] < 0) || (q + 1 < kk && q < k && !(val[q][l] > val[q + 1][l]));
     bad += b;
     for (q = 0; q < k; ++q) idx[l * k + q] = pos[q][l] < 0 ? 0 : pos[q][l];
+    if (b) idx[l * k] = -1; /* marks the row for torch.topk */
   }
   return bad;
 }
@@ -369,6 +374,7 @@ static int64_t top_k_row(const float *x, int64_t n, int64_t k, int64_t kk, float
   bad = bad || m < kk;
   for (q = 0; q + 1 < m && q < k && !bad; ++q) bad = !(val[q] > val[q + 1]);
   for (q = 0; q < k; ++q) idx[q] = q < m ? pos[q] : 0;
+  if (bad) idx[0] = -1; /* marks the row for torch.topk */
   return bad;
 }
 
@@ -377,22 +383,23 @@ int top_k_float(const float *scores, int64_t R, int64_t n, int64_t k, int64_t *i
   const int64_t jobs = (R + lanes - 1) / lanes;
   int64_t ambiguous = 0;
   int failed = 0;
-  if (k <= 0 || R <= 0 || n <= 0 || n > INT32_MAX) return k <= 0 || R <= 0 ? 0 : -1;
+  if (R <= 0) return 0;
+  if (k <= 0 || k > n || n > INT32_MAX) return -2; /* not this kernel's case */
   _Pragma("omp parallel num_threads(threads) if (R * n > (1 << 16))")
   {
     float *buf = (float *)malloc((size_t)(lanes > 1 ? n * TOPK_LANES : kk) * sizeof(float));
     int64_t *pos = (int64_t *)malloc((size_t)kk * sizeof(int64_t));
-    if (!buf || !pos) {
-      _Pragma("omp atomic write") failed = 1;
-    } else {
-      int64_t job;
-      _Pragma("omp for schedule(static) reduction(+ : ambiguous)")
-      for (job = 0; job < jobs; ++job) {
-        const int64_t r0 = job * lanes;
-        if (lanes > 1)
-          ambiguous += top_k_lanes(scores + r0 * n, MIN(lanes, R - r0), n, k, kk, buf, idx + r0 * k);
-        else
-          ambiguous += top_k_row(scores + r0 * n, n, k, kk, buf, pos, idx + r0 * k);
+    int64_t job;
+    /* every thread takes part in the loop, so a failed allocation only skips its rows */
+    _Pragma("omp for schedule(static) reduction(+ : ambiguous)")
+    for (job = 0; job < jobs; ++job) {
+      const int64_t r0 = job * lanes;
+      if (!buf || !pos) {
+        _Pragma("omp atomic write") failed = 1;
+      } else if (lanes > 1) {
+        ambiguous += top_k_lanes(scores + r0 * n, MIN(lanes, R - r0), n, k, kk, buf, idx + r0 * k);
+      } else {
+        ambiguous += top_k_row(scores + r0 * n, n, k, kk, buf, pos, idx + r0 * k);
       }
     }
     free(buf);
