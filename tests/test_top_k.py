@@ -1,10 +1,11 @@
 """The compiled top-k kernel that picks sparse transport's kept paths.
 
 ``masks.top_k`` must give exactly ``torch.topk``'s indices (largest first), whatever the
-scores: the kernel answers rows whose top k + 1 are strictly decreasing and hands every other
-row set (ties at or inside the k-th place, NaN) to ``torch.topk``. The reference here is
-``torch.topk`` itself, on random, tied, NaN and infinite scores, at every k, in the lane path
-(k + 1 ≤ 16) and the row path, and in a build without AVX2 (the portable C).
+scores: the kernel answers rows whose top k + 1 are strictly decreasing and marks the others
+(ties at or inside the k-th place, NaN, −inf among the k largest), which ``torch.topk`` then
+answers row by row. The reference here is ``torch.topk`` itself, on random, tied, NaN and
+infinite scores, at every k, in the lane path (k + 1 ≤ 16) and the row path, on 1 and 2
+threads, and in a build without AVX2 (the portable C).
 """
 
 from __future__ import annotations
