@@ -10,9 +10,10 @@ row, sums them with the weights in M's dtype (float32 or float64) in a register 
 ``ROWS × BLOCK`` (ROWS = N rounded up to a power of two), waits until every thread of the
 program has done its reads, then stores the N new row segments. The k·N segment reads of a
 block touch only that block's N segments (32 KB in float32 up to N = 512, N·64 bytes above),
-which should stay in the GPU's L1/L2 cache, so M crosses memory once each way per step. Programs own disjoint column blocks,
-so they never race with one another. Not yet run or timed on a GPU (tested through Triton's CPU
-interpreter only).
+which should stay in the GPU's L1/L2 cache, so M crosses memory once each way per step.
+Programs own disjoint column blocks, so they never race with one another. Not yet run or timed
+on a GPU (tested through Triton's CPU interpreter only); a failed import, compile or launch
+hands the product to pure torch (:func:`give_up`).
 
 ``triton`` is imported on first use only: without it this module imports, :func:`available`
 is False, and :func:`gather_rows_triton_` raises a RuntimeError that says so.
