@@ -16,14 +16,16 @@ T_1 the step of one learner
 
 whatever is done about the rest, as long as the rule's work is w per member plus a part
 c = U_1 − w ≥ 0 that does not grow (U_E = E·w + c ≥ E·w); where U_16 > 16·U_1 (work growing
-faster than the members, e.g. out of cache) this bound does not hold and is not printed. The rest of the step (the cell's derivatives, the checks,
-the readout and its autograd) is the same ops on E times larger tensors, so it costs at least
-what it costs one learner, T_1 − U_1, which gives the tighter
+faster than the members, e.g. out of cache) this bound does not hold and is not printed.
+The rest of the step (the cell's derivatives, the checks, the readout and its autograd) runs
+the same ops on E times larger tensors, so it costs at least what it costs one learner,
+T_1 − U_1, which gives the tighter bound, with no condition on U:
 
     gain  ≤  E·T_1 / (U_E + T_1 − U_1).
- The table measures T_1, T_16, U_1 and U_16 side by side, and
-the parts of U_16 alone on the learner's shapes (vanilla cell, I = 1, batch 1, float32, one
-thread), so it says how far the measured gain is from that bound and which part sets it.
+
+The table measures T_1, T_16, U_1 and U_16 side by side, and the parts of U_16 alone on the
+learner's shapes (vanilla cell, I = 1, batch 1, float32, one thread), so it says how far the
+measured gain is from those bounds and which part sets them.
 (Full RTRL's product is oneDNN's float32 GEMM, the fastest exact one torch has on this CPU:
 its FLOPs grow with E, so they bound the gain.)
 
