@@ -19,7 +19,7 @@ c = U_1 − w ≥ 0 that does not grow (U_E = E·w + c ≥ E·w); where U_16 > 1
 faster than the members, e.g. out of cache) this bound does not hold and is not printed.
 The rest of the step (the cell's derivatives, the checks, the readout and its autograd) runs
 the same ops on E times larger tensors, so it costs at least what it costs one learner,
-T_1 − U_1, which gives the tighter bound, with no condition on U:
+T_1 − U_1, which gives a second bound (the tighter one in every run here), with no condition on U:
 
     gain  ≤  E·T_1 / (U_E + T_1 − U_1).
 
