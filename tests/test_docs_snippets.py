@@ -86,5 +86,5 @@ def test_every_marker_is_known_and_names_its_reason():
 
 def test_readme_says_the_quick_profile_time_holds_on_an_idle_machine():
     text = " ".join((ROOT / "README.md").read_text().split())
-    assert re.search(r"about 10 minutes on 2 idle cores", text), "the 10 minutes were measured on idle cores"
+    assert re.search(r"(about|under) 10 minutes on 2 idle cores", text), "the 10 minutes were measured on idle cores"
     assert re.search(r"loaded machine it takes longer, 35 minutes", text)
