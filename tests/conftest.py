@@ -30,3 +30,7 @@ def pytest_addoption(parser):
         "--soak-steps", type=int, default=1_000_000,
         help="streaming steps of the slow soak test (tests/test_soak.py; run with -m slow)",
     )
+    parser.addoption(
+        "--cuda-dry-run", action="store_true",
+        help="run tests/test_cuda.py on the CPU where there is no GPU (checks the tests' own logic)",
+    )
