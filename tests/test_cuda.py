@@ -31,6 +31,7 @@ from sparse_rtrl import FusedStep, OnlineLearner
 from sparse_rtrl.cells import VanillaRNN
 from test_cells import torch_step, torch_twin
 from test_exactness import inputs, loss_of_h, readout_vectors
+from test_exactness import run_learner as run
 
 T, B = 12, 2
 
@@ -45,18 +46,6 @@ def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         found = devices(metafunc.config)
         metafunc.parametrize("device", found or [pytest.param("cuda", marks=pytest.mark.skip(reason="no CUDA device"))])
-
-
-def run(learner, xs, r):
-    """Per-step gradient increments of every transported parameter."""
-    params = learner.cell.transported_parameters()
-    increments = []
-    for t in range(xs.shape[0]):
-        before = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
-        h = learner.step(xs[t])
-        learner.backward(loss_of_h(r, t, h))
-        increments.append([p.grad - b for p, b in zip(params, before)])
-    return increments
 
 
 def assert_close(incs, ref, tol):
