@@ -49,6 +49,14 @@ def _switched_off(name: str) -> bool:
     return (_env(name) or "").strip() not in ("", "0")
 
 
+def _enabled(name: str) -> bool:
+    """A switch that is on unless :func:`using` turns it off or its ``SPARSE_RTRL_NO_*``
+    variable is set (:func:`_switched_off`)."""
+    if name in _overrides:
+        return bool(_overrides[name])
+    return not _switched_off(name)
+
+
 def data_dir() -> Path | None:
     """The folder of the shared recordings as configured: :func:`using` (``data_dir=``), else
     ``$SPARSE_RTRL_DATA``, else None (the BCI task then looks beside the source checkout)."""
@@ -62,25 +70,19 @@ def data_dir() -> Path | None:
 def ensembles_enabled() -> bool:
     """Whether a sweep may run the seeds of a method as one ensemble job: yes unless
     ``$SPARSE_RTRL_NO_ENSEMBLE`` is set to something other than 0 (or ``using(ensembles=False)``)."""
-    if "ensembles" in _overrides:
-        return bool(_overrides["ensembles"])
-    return not _switched_off("ensembles")
+    return _enabled("ensembles")
 
 
 def compiled_kernels_enabled() -> bool:
     """Whether the compiled CPU kernels may be used: yes unless ``$SPARSE_RTRL_NO_EXTENSION``
     is set to something other than 0 (or ``using(compiled_kernels=False)``)."""
-    if "compiled_kernels" in _overrides:
-        return bool(_overrides["compiled_kernels"])
-    return not _switched_off("compiled_kernels")
+    return _enabled("compiled_kernels")
 
 
 def triton_enabled() -> bool:
     """Whether row-sparse products on CUDA may use the Triton kernel: yes unless
     ``$SPARSE_RTRL_NO_TRITON`` is set to something other than 0 (or ``using(triton=False)``)."""
-    if "triton" in _overrides:
-        return bool(_overrides["triton"])
-    return not _switched_off("triton")
+    return _enabled("triton")
 
 
 def cache_dir() -> str:
