@@ -297,8 +297,7 @@ def grid(cases):
     return out
 
 
-@pytest.mark.parametrize("case,kind,shape,ensemble,dtype", grid(CASES))
-def test_rule_equals_its_definition_for_every_input_shape(case, kind, shape, ensemble, dtype):
+def assert_equals_definition(case, kind, shape, ensemble, dtype):
     name, options = case
     if not supported(name, options, kind):
         pytest.skip(f"{name} does not serve {kind}")
@@ -308,6 +307,34 @@ def test_rule_equals_its_definition_for_every_input_shape(case, kind, shape, ens
             for i, (a, b) in enumerate(zip(ge, we)):
                 err = rel_err(a, b)
                 assert err < DTYPES[dtype], f"step {t}, member {e}, parameter {i}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("case,kind,shape,ensemble,dtype", grid(CASES))
+def test_rule_equals_its_definition_for_every_input_shape(case, kind, shape, ensemble, dtype):
+    assert_equals_definition(case, kind, shape, ensemble, dtype)
+
+
+#: products that go through ``kernels.matmul_``: full RTRL, and sparse with k > N/2 (the dense
+#: route: K ⊙ J scattered into a matrix) on the suite's N = 5 cells
+MATMUL_CASES = [("full", {}), ("sparse", {"k": 4, "seed": 1})]
+
+
+@pytest.mark.parametrize("case,kind,shape,ensemble,dtype",
+                         [p for p in grid(MATMUL_CASES) if p.values[4] == torch.float32])
+def test_float32_products_by_onednn_equal_the_definition_for_every_input_shape(case, kind, shape, ensemble,
+                                                                                 dtype, monkeypatch):
+    """The float32 J·M by oneDNN (taken from N = 64 on; forced here at every N) against the
+    same float64 oracle, in every input shape: the route is exact wherever a user reaches it."""
+    from sparse_rtrl.transport import kernels, onednn
+    if not onednn.usable():
+        pytest.skip("torch has no working oneDNN linear op here")
+    calls, real = [], onednn.linear
+    monkeypatch.setattr(kernels, "ONEDNN_MIN_N", 1)
+    monkeypatch.setattr(onednn, "linear", lambda x, w: calls.append(x.shape) or real(x, w))
+    assert_equals_definition(case, kind, shape, ensemble, dtype)
+    N = as_ours(solo_cell(kind)).state_size
+    if case[0] == "full" or case[1]["k"] > kernels.DENSE_FRACTION_COMPILED * N:
+        assert calls, "the oneDNN route was not taken"
 
 
 @pytest.mark.parametrize("case", RANDOM_CASES, ids=case_id)
