@@ -60,9 +60,9 @@ GRADIENT_BLOCK_BYTES = 512 << 10
 #: takes half the time, N = 96 too; docs/performance.md)
 ONEDNN_MIN_N = 64
 #: ...up to this N: on the machine this was measured on, oneDNN's products were bit-identical
-#: to the BLAS's for every N ≤ 192 tried and differed (≈ 1e-7 relative) from N = 193 on, so
-#: results computed before the route existed keep their numbers (the numeric path does not
-#: name the GEMM, as it names no BLAS)
+#: to the BLAS's for every N ≤ 192 tried and differed from N = 193 on (by 5–7e-7 of the
+#: largest entry), so results computed before the route existed keep their numbers (the
+#: numeric path does not name the GEMM, as it names no BLAS)
 ONEDNN_MAX_N = 192
 #: ...while one stream's M (N × P) is at most this many bytes: the op allocates its output, so
 #: larger products keep the blocked BLAS path, whose scratch stays in cache
