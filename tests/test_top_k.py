@@ -100,11 +100,7 @@ def _portable_library(tmp_path):
             path = _cpu_kernels.compile_library(_cpu_kernels.source(), "portable_kernels", flags)
         except _cpu_kernels.KernelBuildError as err:
             pytest.skip(f"no C compiler: {err}")
-    lib = ctypes.CDLL(path)
-    lib.top_k_float.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                ctypes.c_void_p, ctypes.c_int]
-    lib.top_k_float.restype = ctypes.c_int
-    return lib
+    return _cpu_kernels.declare(ctypes.CDLL(path))
 
 
 def check_raw_kernel(lib, threads=1):

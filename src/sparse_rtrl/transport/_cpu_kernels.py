@@ -164,6 +164,11 @@ def _load(path: str) -> ctypes.CDLL:
     except OSError as err:
         raise KernelBuildError(f"cannot load {path} ({err}); delete it and run `sparse-rtrl "
                                "build-kernels`") from None
+    return declare(lib)
+
+
+def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` (a build of ``csrc/sparse_kernels.c``) with its functions' C signatures set."""
     for T in ("float", "double"):
         rows = getattr(lib, f"rows_{T}")
         rows.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _INT]
