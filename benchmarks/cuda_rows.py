@@ -68,7 +68,6 @@ def product_rows(device: str, sizes, members, calls) -> list[str]:
             t = f"{tri:.3f}" if tri else "—"
             lines.append(f"| {N} | {E} | {t} | {plain:.3f} | {floor:.3f} | "
                          f"{f'{tri / floor:.2f}' if tri else '—'} | {f'{plain / tri:.1f}' if tri else '—'} |")
-            del M
     return lines
 
 
@@ -106,7 +105,7 @@ def main() -> None:
                  "run it on a GPU machine, or pass --device cpu --quick for a dry run")
     sizes, members, calls = ([16, 32], [1, 2], 3) if args.quick else ([64, 256, 1024], [1, 16], 50)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (dry run)"
-    head = [f"## CUDA: the row-sparse product and the learner (`benchmarks/cuda_rows.py`)", "",
+    head = ["## CUDA: the row-sparse product and the learner (`benchmarks/cuda_rows.py`)", "",
             f"{name}; torch {torch.__version__}; triton available: {triton_rows.available(args.device)}; "
             f"numeric path {kernels.numeric_path(args.device)}; float32, k = {K}, median of {calls} calls.", ""]
     text = head + product_rows(args.device, sizes, members, calls) + [""]
